@@ -1,0 +1,82 @@
+"""What every job shares: common flags, one logging setup, exit codes and one-line errors."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from semid_udf.config import JobConfig, load_config
+from semid_udf.errors import SemidError
+
+log = logging.getLogger("semid")
+# The terminal summary is the product of a run: it goes to stdout through its own logger.
+summary = logging.getLogger("semid.summary")
+
+
+def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument("--config", help="YAML job config (conf/<file>.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a config key (repeatable; CLI > YAML > defaults)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    g.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    return p
+
+
+def add_input(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--input", help="Parquet dataset (file or directory) of item ids and embeddings")
+    g.add_argument("--input-table", help="metastore table DB.NAME instead of --input")
+
+
+def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    root = logging.getLogger()
+    if not any(getattr(h, "_semid", False) for h in root.handlers):
+        h = logging.StreamHandler(sys.stderr)
+        h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+        h._semid = True  # type: ignore[attr-defined]
+        root.addHandler(h)
+        out = logging.StreamHandler(sys.stdout)
+        out.setFormatter(logging.Formatter("%(message)s"))
+        summary.addHandler(out)
+        summary.propagate = False
+    root.setLevel(logging.WARNING)
+    for name in ("semid", "semid_udf", "jobs"):
+        logging.getLogger(name).setLevel(level)
+    summary.setLevel(logging.INFO)
+    logging.getLogger("py4j").setLevel(logging.WARNING)
+    # pyspark logs every failed query as a JSON blob with a Java trace; our one-line error says it.
+    logging.getLogger("DataFrameQueryContextLogger").setLevel(logging.DEBUG if verbose else logging.CRITICAL)
+
+
+def load(args: argparse.Namespace) -> JobConfig:
+    return load_config(args.config, args.overrides)
+
+
+def run_main(prog: str, main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None) -> int:
+    """Run ``main``; any failure becomes a non-zero exit and one line on stderr."""
+    try:
+        return main(argv)
+    except SemidError as e:
+        log.debug("failure", exc_info=True)
+        sys.stderr.write(f"{prog}: error: {e}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{prog}: interrupted\n")
+        return 130
+    except Exception as e:  # Spark/Java errors: first line of the message, full trace at debug
+        log.debug("failure", exc_info=True)
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        sys.stderr.write(f"{prog}: error: {type(e).__name__}: {first}\n")
+        return 1
+
+
+def local_path(p: str | None) -> Path | None:
+    """A resolved local path, or None for URIs like s3://... that we cannot inspect here."""
+    if not p or "://" in p and not p.startswith("file://"):
+        return None
+    return Path(p.removeprefix("file://")).resolve()

@@ -1,0 +1,238 @@
+"""``semid-assign`` as a library call: input -> validated codes -> table, rejects, manifest.
+
+One scan of the vectors: Spark flags cheap row defects, the Arrow function encodes the
+rest (and flags null elements and NaN/Inf), and everything after that (duplicates, the
+collision suffix, the writes) moves ids, hashes and codes only.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+import platform
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from . import table as tb
+from .checkpoint import CheckpointBlob
+from .config import JobConfig, to_dict
+from .errors import InputError, ReconcileError
+from .udf import make_map_fn, output_fields
+
+log = logging.getLogger(__name__)
+
+ROWS_PER_FILE = 1_000_000
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    model_version: str
+    table: str
+    mode: str
+    rows_in: int = 0
+    rows_out: int = 0
+    rows_rejected: int = 0
+    rows_new: int = 0
+    rejects_by_reason: dict[str, int] = field(default_factory=dict)
+    buckets: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def library_versions() -> dict[str, str]:
+    import numpy
+    import pyarrow
+    import pyspark
+    import torch
+
+    from . import __version__
+
+    return {"semid": __version__, "python": platform.python_version(), "pyspark": pyspark.__version__,
+            "torch": torch.__version__, "pyarrow": pyarrow.__version__, "numpy": numpy.__version__}
+
+
+def new_run_id() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
+
+
+def bucket_stats(codes: DataFrame, levels: int, rows: int) -> dict[str, Any]:
+    """Bucket = items sharing one code tuple. Sizes histogram in powers of two."""
+    sizes = codes.groupBy(*tb.sid_cols(levels)).count()
+    hist = (sizes.select(F.pow(F.lit(2), F.ceil(F.log2("count"))).cast("long").alias("upto"))
+            .groupBy("upto").count().orderBy("upto").collect())
+    agg = sizes.agg(F.count(F.lit(1)).alias("buckets"), F.max("count").alias("largest")).first()
+    buckets = int(agg["buckets"] or 0)
+    return {
+        "buckets": buckets,
+        "largest_bucket": int(agg["largest"] or 0),
+        "unique_rate_before_suffix": round(buckets / rows, 6) if rows else None,
+        "bucket_size_histogram": {f"<={int(r['upto'])}": int(r["count"]) for r in hist},
+    }
+
+
+def run_assign(spark: SparkSession, cfg: JobConfig, blob: CheckpointBlob, *, table: str, input_path: str | None = None,
+               input_table: str | None = None, warehouse: str | None = None, mode: str | None = None,
+               run_id: str | None = None) -> RunResult:
+    mode = mode or cfg.output.mode
+    db, _ = tb.check_table_name(table)
+    name = table if "." in table else f"default.{table}"
+    rejects_name, manifest_name = f"{name}_rejects", f"{name}_manifest"
+    version = blob.model_version
+    levels, dim = int(blob.model["levels"]), int(blob.model["input_dim"])
+    sids = tb.sid_cols(levels)
+    res = RunResult(run_id=run_id or new_run_id(), model_version=version, table=name, mode=mode)
+    sc = spark.sparkContext
+    t_start = time.perf_counter()
+    started_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.output.arrow_batch))
+
+    def step(label: str) -> None:
+        sc.setJobDescription(f"semid {res.run_id}: {label}")
+        log.info("%s", label)
+
+    step("checking the input")
+    raw = tb.read_input(spark, input_path, input_table)
+    df = tb.normalise_input(raw, cfg.input.id_col, cfg.input.embedding_col, cfg.input.cast_double)
+    id_type = df.schema["item_id"].dataType
+
+    tb.ensure_database(spark, db, warehouse)
+    tb.ensure_table(spark, name, tb.table_columns(id_type, levels), ["model_version"])
+    tb.ensure_table(spark, rejects_name, tb.REJECT_COLUMNS, ["model_version", "run_id"])
+    tb.ensure_table(spark, manifest_name, tb.MANIFEST_COLUMNS, [])
+    base_row = {"run_id": res.run_id, "model_version": version, "mode": mode, "started_at": started_at}
+    tb.write_manifest(spark, manifest_name, {**base_row, "status": "running"})
+    try:
+        _pipeline(spark, cfg, blob, res, raw, df, name, rejects_name, levels, dim, sids, step)
+    except BaseException as e:
+        res.timings["total"] = round(time.perf_counter() - t_start, 3)
+        try:
+            tb.write_manifest(spark, manifest_name, {
+                **base_row, "status": "failed", "finished_at": dt.datetime.now(dt.timezone.utc).replace(tzinfo=None),
+                "error": f"{type(e).__name__}: {e}"[:2000], "details": {"timings": res.timings}})
+        except Exception as m:  # the run's own error matters more; say that the manifest failed too
+            log.error("could not record the failed run in %s: %s", manifest_name, m)
+        raise
+    res.timings["total"] = round(time.perf_counter() - t_start, 3)
+    res.details.update({
+        "input": input_path or input_table, "rejects_by_reason": res.rejects_by_reason, "buckets": res.buckets,
+        "timings": res.timings, "versions": library_versions(), "config": to_dict(cfg),
+        "model": blob.model, "checkpoint_sha256": blob.config["weights_sha256"],
+    })
+    step("writing the manifest")
+    tb.write_manifest(spark, manifest_name, {
+        **base_row, "status": "complete", "finished_at": dt.datetime.now(dt.timezone.utc).replace(tzinfo=None),
+        "rows_in": res.rows_in, "rows_out": res.rows_out, "rows_rejected": res.rows_rejected,
+        "rows_new": res.rows_new, "details": res.details})
+    sc.setJobDescription(None)
+    return res
+
+
+def _pipeline(spark, cfg, blob, res, raw, df, name, rejects_name, levels, dim, sids, step) -> None:
+    t = time.perf_counter()
+    reason, detail = tb.validation(dim)
+    staged = df.select("item_id", F.when(reason.isNull(), F.col("embedding")).alias("embedding"),
+                       reason.alias("reason"), detail.alias("detail"))
+    schema = T.StructType([T.StructField("item_id", df.schema["item_id"].dataType)] + [
+        T.StructField(n, {"string": T.StringType(), "int64": T.LongType(), "int32": T.IntegerType()}[str(t_)])
+        for n, t_ in output_fields(levels)])
+    bc = spark.sparkContext.broadcast(blob)
+    coded = staged.mapInArrow(make_map_fn(bc, cfg.encode, cfg.plugin, "item_id", "embedding"), schema)
+    c = tb.classify_duplicates(coded).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        step("encoding: validating and assigning codes to every row")
+        counts = {r["reason"]: int(r["count"]) for r in c.groupBy("reason").count().collect()}
+        res.timings["encode"] = round(time.perf_counter() - t, 3)
+        res.rows_in = sum(counts.values())
+        good = counts.pop(None, 0)
+        res.rejects_by_reason = dict(sorted(counts.items()))
+        res.rows_rejected = sum(counts.values())
+        step("counting the input")
+        n_input = raw.count()
+        if n_input != res.rows_in:
+            raise ReconcileError(f"rows: expected {n_input} rows out of the encoder (rows in the input), got {res.rows_in}")
+        if res.rows_in == 0:
+            raise InputError("input: expected at least 1 row, got 0: refusing to publish an empty version")
+
+        step("writing rejects")
+        t = time.perf_counter()
+        (c.where(F.col("reason").isNotNull())
+         .select(F.col("item_id").cast("string"), "reason", "detail", F.lit(res.run_id), F.lit(res.model_version))
+         .write.insertInto(rejects_name, overwrite=True))
+        res.timings["write_rejects"] = round(time.perf_counter() - t, 3)
+        _check_reject_rate(c, cfg, res, dim, good)
+
+        kept = c.where(F.col("reason").isNull()).select("item_id", *sids, "embedding_hash")
+        base = None
+        rows_before = 0
+        if res.mode == "append":
+            step("append: matching items already in the table")
+            existing = spark.table(name).where(F.col("model_version") == res.model_version)
+            rows_before = existing.count()
+            old = kept.join(existing.select("item_id", F.col("embedding_hash").alias("_old_hash")), "item_id", "inner")
+            agg = old.agg(F.count(F.lit(1)).alias("n"),
+                          F.sum((F.col("embedding_hash") != F.col("_old_hash")).cast("int")).alias("changed")).first()
+            rows_existing, changed = int(agg["n"]), int(agg["changed"] or 0)
+            res.details["rows_existing"] = rows_existing
+            res.details["rows_embedding_changed"] = changed
+            if changed:
+                log.warning("%d items already have an ID but arrived with a changed embedding: their published ID is kept "
+                            "(see README, 'Append mode')", changed)
+            kept = kept.join(existing.select("item_id"), "item_id", "left_anti")
+            base = existing.groupBy(*sids).agg((F.max("sid_suffix") + 1).alias("_next"))
+            all_codes = existing.select(*sids).unionByName(kept.select(*sids))
+            res.rows_new = good - rows_existing
+        else:
+            all_codes = kept.select(*sids)
+            res.rows_new = good
+
+        step("bucket statistics")
+        res.buckets = bucket_stats(all_codes, levels, rows_before + res.rows_new)
+        cap = cfg.output.max_bucket_size
+        if cap and res.buckets["largest_bucket"] > cap:
+            raise InputError(f"bucket size: expected at most {cap} items per code tuple (output.max_bucket_size), "
+                             f"got {res.buckets['largest_bucket']}")
+
+        step(f"writing {res.rows_new} rows to {name} (model_version={res.model_version}, {res.mode})")
+        t = time.perf_counter()
+        files = cfg.output.files_per_version or max(1, math.ceil(res.rows_new / ROWS_PER_FILE))
+        out = tb.with_suffix(kept, levels, files, base).select(
+            "item_id", *sids, "sid_suffix", tb.semantic_id(levels).alias("semantic_id"), "embedding_hash",
+            F.lit(res.run_id).alias("run_id"), F.lit(res.model_version).alias("model_version"))
+        if res.rows_new:
+            out.write.insertInto(name, overwrite=(res.mode == "full"))
+        res.timings["write_table"] = round(time.perf_counter() - t, 3)
+
+        step("reconciling counts")
+        in_table = spark.table(name).where(F.col("model_version") == res.model_version).count()
+        in_rejects = (spark.table(rejects_name)
+                      .where((F.col("model_version") == res.model_version) & (F.col("run_id") == res.run_id)).count())
+        expected_table = rows_before + res.rows_new
+        res.rows_out = in_table
+        if in_table != expected_table or in_rejects != res.rows_rejected or res.rows_in != res.rows_out + res.rows_rejected:
+            raise ReconcileError(
+                f"counts: expected rows_in {res.rows_in} == rows_out + rows_rejected with {expected_table} rows in "
+                f"{name} and {res.rows_rejected} rejects; got {in_table} rows and {in_rejects} rejects")
+    finally:
+        c.unpersist()
+        bc.destroy()
+
+
+def _check_reject_rate(c: DataFrame, cfg: JobConfig, res: RunResult, dim: int, good: int) -> None:
+    if good == 0 or res.rows_rejected > cfg.output.max_reject_rate * res.rows_in:
+        top = max(res.rejects_by_reason, key=res.rejects_by_reason.get)
+        ex = c.where(F.col("reason") == top).select("item_id", "detail").first()
+        if res.rejects_by_reason.get("wrong_length") == res.rows_in:
+            raise InputError(f"column 'embedding': expected length {dim} (the model's input_dim), got {ex['detail'].split('got ')[-1]} "
+                             f"for every row, e.g. item {ex['item_id']!r}")
+        raise InputError(
+            f"rejects: expected at most {cfg.output.max_reject_rate:.2%} of rows (output.max_reject_rate), got "
+            f"{res.rows_rejected} of {res.rows_in}; reasons {res.rejects_by_reason}; e.g. item {ex['item_id']!r}: "
+            f"{ex['detail']} (see the rejects table, run_id {res.run_id})")

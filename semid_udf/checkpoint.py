@@ -1,0 +1,182 @@
+"""Checkpoints: a directory with ``config.json`` and ``model.safetensors``.
+
+The checkpoint carries its own model configuration, so inference needs nothing else.
+Weights are read with safetensors only (it never executes code, unlike ``torch.load`` of a
+pickle); the file's sha256 recorded in ``config.json`` is checked before anything is built.
+The model version is derived from the model configuration and the tensors, so the same
+weights always give the same version, whatever the training metadata or file timestamps.
+No pyspark import here.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import struct
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from .config import ModelConfig
+from .errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+def version_of(model_cfg: dict[str, Any], tensors: dict[str, torch.Tensor]) -> str:
+    """First 12 hex digits of a sha256 over the model config and every tensor's bytes."""
+    h = hashlib.sha256()
+    h.update(json.dumps(model_cfg, sort_keys=True, separators=(",", ":")).encode())
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:12]
+
+
+def model_config_from_dict(d: dict[str, Any]) -> ModelConfig:
+    valid = {f.name for f in fields(ModelConfig)}
+    unknown = set(d) - valid
+    if unknown:
+        raise CheckpointError(f"config.json model section has unknown keys {sorted(unknown)}; valid: {sorted(valid)}")
+    d = dict(d)
+    if "hidden_dims" in d:
+        d["hidden_dims"] = tuple(d["hidden_dims"])
+    cfg = ModelConfig(**d)
+    cfg.validate()
+    return cfg
+
+
+@dataclass(frozen=True)
+class CheckpointBlob:
+    """Everything inference needs, as plain data: small enough to broadcast."""
+
+    config: dict[str, Any]  # the parsed config.json
+    weights: bytes  # the safetensors file's bytes
+
+    @property
+    def model_version(self) -> str:
+        return self.config["model_version"]
+
+    @property
+    def model(self) -> dict[str, Any]:
+        return self.config["model"]
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return st_load(self.weights)
+
+
+def save_checkpoint(
+    model: torch.nn.Module,
+    model_cfg: ModelConfig | dict[str, Any],
+    directory: str | Path,
+    training: dict[str, Any] | None = None,
+    model_version: str | None = None,
+) -> str:
+    """Write ``config.json`` + ``model.safetensors``; return the model version."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    mcfg = model_cfg if isinstance(model_cfg, dict) else _model_dict(model_cfg)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    derived = version_of(mcfg, tensors)
+    weights = st_save(tensors, metadata={"format_version": str(FORMAT_VERSION)})
+    config = {
+        "format_version": FORMAT_VERSION,
+        "model": mcfg,
+        "model_version": model_version or derived,
+        "model_version_source": "explicit" if model_version else "derived",
+        "derived_version": derived,
+        "weights_sha256": hashlib.sha256(weights).hexdigest(),
+        "training": training or {},
+    }
+    # Weights first, config last: a directory without config.json is not a checkpoint.
+    (directory / WEIGHTS_FILE).write_bytes(weights)
+    (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True))
+    log.info("checkpoint %s written to %s", config["model_version"], directory)
+    return config["model_version"]
+
+
+def _model_dict(cfg: ModelConfig) -> dict[str, Any]:
+    return {f.name: (list(v) if isinstance(v := getattr(cfg, f.name), tuple) else v) for f in fields(cfg)}
+
+
+def read_checkpoint(directory: str | Path) -> CheckpointBlob:
+    """Read and verify a checkpoint directory without building a model (driver side)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        what = "a file" if directory.exists() else "missing"
+        raise CheckpointError(
+            f"checkpoint {directory}: expected a directory with {CONFIG_FILE} and {WEIGHTS_FILE}, got {what}"
+        )
+    cfg_path, w_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
+    for p in (cfg_path, w_path):
+        if not p.is_file():
+            found = sorted(x.name for x in directory.iterdir())
+            raise CheckpointError(f"checkpoint {directory}: {p.name} missing (found: {found})")
+    try:
+        config = json.loads(cfg_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{cfg_path}: not valid JSON: {e}") from None
+    for key in ("format_version", "model", "model_version", "weights_sha256"):
+        if key not in config:
+            raise CheckpointError(f"{cfg_path}: key {key!r} missing")
+    if config["format_version"] != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{cfg_path}: format_version expected {FORMAT_VERSION}, got {config['format_version']!r}"
+        )
+    weights = w_path.read_bytes()
+    check_safetensors_bytes(weights, w_path)
+    actual = hashlib.sha256(weights).hexdigest()
+    if actual != config["weights_sha256"]:
+        raise CheckpointError(
+            f"{w_path}: sha256 expected {config['weights_sha256']} (from {CONFIG_FILE}), got {actual}: "
+            "weights changed or corrupt"
+        )
+    blob = CheckpointBlob(config=config, weights=weights)
+    if config.get("model_version_source", "derived") == "derived":
+        derived = version_of(config["model"], blob.tensors())
+        if derived != config["model_version"]:
+            raise CheckpointError(
+                f"{cfg_path}: model_version expected {derived} (derived from weights), got {config['model_version']}"
+            )
+    return blob
+
+
+def check_safetensors_bytes(data: bytes, where: Any = "weights") -> None:
+    """Refuse anything that is not a safetensors file (a pickle, a zip) before parsing it."""
+    if len(data) < 10:
+        raise CheckpointError(f"{where}: not a safetensors file ({len(data)} bytes)")
+    (header_len,) = struct.unpack("<Q", data[:8])
+    if header_len > len(data) - 8 or data[8:9] != b"{":
+        raise CheckpointError(
+            f"{where}: not a safetensors file (starts with {data[:4]!r}; a pickle or zip?): refusing to load it"
+        )
+
+
+def build_model(blob: CheckpointBlob) -> torch.nn.Module:
+    """Build semid's RQ-VAE from a blob and load its weights strictly (no lazy init)."""
+    from .model import RQVAE
+
+    model = RQVAE(model_config_from_dict(blob.model))
+    missing, unexpected = model.load_state_dict(blob.tensors(), strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"weights do not match the model: missing {missing}, unexpected {unexpected}")
+    return model.eval()
+
+
+def load_checkpoint(directory: str | Path) -> tuple[torch.nn.Module, CheckpointBlob]:
+    blob = read_checkpoint(directory)
+    return build_model(blob), blob
+
+
+def codebook_array(blob: CheckpointBlob) -> np.ndarray:
+    return blob.tensors()["quantizer.codebooks"].numpy()

@@ -1,0 +1,296 @@
+"""Job configuration: frozen dataclasses, loaded from YAML with ``--set`` overrides.
+
+Precedence is CLI ``--set`` > YAML file > dataclass defaults. Unknown sections or keys and
+values of the wrong type are errors that list the valid keys, never silently ignored.
+No pyspark import here.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from .errors import ConfigError
+
+LAYOUTS = ("auto", "batch_major", "level_major", "per_item", "per_level", "packed")
+DEVICES = ("auto", "cpu", "cuda")
+MODES = ("full", "append")
+DISTANCES = ("l2",)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shape of the RQ-VAE. Stored in the checkpoint's config.json."""
+
+    input_dim: int = 0  # 0: taken from the training data
+    hidden_dims: tuple[int, ...] = (512, 256, 128)
+    latent_dim: int = 32
+    levels: int = 4
+    codebook_size: int = 256
+    distance: str = "l2"
+
+    def validate(self) -> None:
+        _positive(self, "latent_dim", "levels", "codebook_size")
+        if self.input_dim < 0:
+            raise ConfigError(f"model.input_dim: expected >= 0 (0 = from the data), got {self.input_dim}")
+        if any(h <= 0 for h in self.hidden_dims):
+            raise ConfigError(f"model.hidden_dims: expected positive ints, got {list(self.hidden_dims)}")
+        _choice("model.distance", self.distance, DISTANCES)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Fitting the RQ-VAE on a bounded sample collected to the driver."""
+
+    sample_size: int = 200_000  # rows sampled from the input, at most
+    epochs: int = 20
+    batch_size: int = 1024
+    lr: float = 1e-3
+    beta: float = 0.25  # commitment weight
+    ema_decay: float = 0.99  # codebook EMA update
+    kmeans_iters: int = 20  # k-means(++) init of each level on the sample
+    dead_code_steps: int = 50  # a code unused for this many steps is re-seeded
+    seed: int = 0
+    threads: int = 0  # torch threads on the driver; 0 = torch's default
+
+    def validate(self) -> None:
+        _positive(self, "sample_size", "epochs", "batch_size", "kmeans_iters", "dead_code_steps")
+        if not (0.0 < self.lr):
+            raise ConfigError(f"train.lr: expected > 0, got {self.lr}")
+        if not (0.0 <= self.beta):
+            raise ConfigError(f"train.beta: expected >= 0, got {self.beta}")
+        if not (0.0 < self.ema_decay < 1.0):
+            raise ConfigError(f"train.ema_decay: expected in (0, 1), got {self.ema_decay}")
+        if self.threads < 0:
+            raise ConfigError(f"train.threads: expected >= 0, got {self.threads}")
+
+
+@dataclass(frozen=True)
+class EncodeConfig:
+    """Inference: how embeddings become codes on each worker."""
+
+    micro_batch: int = 1024  # fixed model batch; the tail is zero-padded so codes never depend on slicing
+    device: str = "auto"  # auto: task GPU -> CUDA_VISIBLE_DEVICES -> CPU; cuda: fail if none
+    threads: int = 1  # torch threads per Python worker (oversubscription costs 2-3x)
+
+    def validate(self) -> None:
+        _positive(self, "micro_batch", "threads")
+        _choice("encode.device", self.device, DEVICES)
+
+
+@dataclass(frozen=True)
+class PluginConfig:
+    """Run a user's own RQ-VAE class instead of semid's, through the same format adapter."""
+
+    factory: str = ""  # "package.module:callable"; called with (checkpoint_dir, model_config dict)
+    method: str = "encode"  # method called with a float32 tensor [batch, dim]
+    layout: str = "auto"  # declared output layout; auto = detect, raising when ambiguous
+    output: str = ""  # element of a tuple/list (an index) or dict (a key) holding the codes
+
+    def validate(self) -> None:
+        _choice("plugin.layout", self.layout, LAYOUTS)
+        if self.factory and ":" not in self.factory:
+            raise ConfigError(f"plugin.factory: expected 'module:callable', got {self.factory!r}")
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    id_col: str = "item_id"
+    embedding_col: str = "embedding"
+    cast_double: bool = True  # accept array<double> by an explicit cast to array<float>
+
+    def validate(self) -> None:
+        if not self.id_col or not self.embedding_col:
+            raise ConfigError("input.id_col and input.embedding_col must be non-empty")
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    mode: str = "full"  # full: replace this model version's partition; append: only new items
+    arrow_batch: int = 8192  # spark.sql.execution.arrow.maxRecordsPerBatch (a multiple of micro_batch wastes nothing)
+    files_per_version: int = 0  # output files per model version; 0 = Spark's shuffle partitions
+    max_reject_rate: float = 0.05  # fail the run when more rows than this fraction are rejected
+    max_bucket_size: int = 0  # items per code tuple; 0 = unlimited (reported in the manifest)
+
+    def validate(self) -> None:
+        _choice("output.mode", self.mode, MODES)
+        _positive(self, "arrow_batch")
+        if self.files_per_version < 0 or self.max_bucket_size < 0:
+            raise ConfigError("output.files_per_version and output.max_bucket_size must be >= 0")
+        if not (0.0 <= self.max_reject_rate <= 1.0):
+            raise ConfigError(f"output.max_reject_rate: expected in [0, 1], got {self.max_reject_rate}")
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    encode: EncodeConfig = field(default_factory=EncodeConfig)
+    plugin: PluginConfig = field(default_factory=PluginConfig)
+    input: InputConfig = field(default_factory=InputConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    spark: Mapping[str, str] = field(default_factory=dict)  # Spark settings, e.g. spark.driver.memory: 4g
+
+    def validate(self) -> "JobConfig":
+        for f in dataclasses.fields(self):
+            section = getattr(self, f.name)
+            if hasattr(section, "validate"):
+                section.validate()
+        for key in self.spark:
+            if not key.startswith("spark."):
+                raise ConfigError(f"spark.{key}: Spark settings must start with 'spark.', got {key!r}")
+        return self
+
+
+def _positive(obj: Any, *names: str) -> None:
+    section = type(obj).__name__.replace("Config", "").lower()
+    for n in names:
+        v = getattr(obj, n)
+        if v <= 0:
+            raise ConfigError(f"{section}.{n}: expected a positive integer, got {v}")
+
+
+def _choice(name: str, value: str, options: tuple[str, ...]) -> None:
+    if value not in options:
+        raise ConfigError(f"{name}: expected one of {', '.join(options)}; got {value!r}")
+
+
+def _section_names() -> dict[str, Any]:
+    hints = typing.get_type_hints(JobConfig)
+    return {f.name: hints[f.name] for f in dataclasses.fields(JobConfig)}
+
+
+def _coerce(where: str, value: Any, tp: Any) -> Any:
+    """Check ``value`` against the annotated type ``tp``; convert only lossless cases."""
+    origin = typing.get_origin(tp)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif origin is tuple:
+        (inner, _) = typing.get_args(tp)
+        if isinstance(value, (list, tuple)):
+            return tuple(_coerce(f"{where}[{i}]", v, inner) for i, v in enumerate(value))
+    elif origin in (Mapping, dict) or tp is Mapping:
+        if isinstance(value, Mapping):
+            return {str(k): _spark_value(v) for k, v in value.items()}
+    else:  # pragma: no cover - guards new field types
+        raise ConfigError(f"{where}: unsupported field type {tp}")
+    expected = getattr(tp, "__name__", str(tp))
+    raise ConfigError(f"{where}: expected {expected}, got {type(value).__name__} {value!r}")
+
+
+def _spark_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
+
+
+def _merge_section(name: str, cls: Any, base: Any, values: Any) -> Any:
+    if name == "spark":
+        merged = dict(base)
+        merged.update(_coerce("spark", values, Mapping))
+        return merged
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{name}: expected a mapping of keys, got {type(values).__name__}")
+    hints = typing.get_type_hints(cls)
+    valid = [f.name for f in dataclasses.fields(cls)]
+    updates = {}
+    for key, value in values.items():
+        if key not in valid:
+            raise ConfigError(f"unknown key {name}.{key}; valid keys: {', '.join(valid)}")
+        updates[key] = _coerce(f"{name}.{key}", value, hints[key])
+    return dataclasses.replace(base, **updates)
+
+
+def merge(cfg: JobConfig, data: Mapping[str, Any]) -> JobConfig:
+    """Return ``cfg`` updated with a nested mapping (as read from YAML)."""
+    sections = _section_names()
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"config: expected a mapping of sections, got {type(data).__name__}")
+    updates = {}
+    for name, values in data.items():
+        if name not in sections:
+            raise ConfigError(f"unknown section {name!r}; valid sections: {', '.join(sections)}")
+        if values is None:
+            continue
+        updates[name] = _merge_section(name, sections[name], getattr(cfg, name), values)
+    return dataclasses.replace(cfg, **updates)
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """``"model.levels=3"`` -> ``{"model": {"levels": 3}}``; the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"--set expects section.key=value, got {text!r}")
+    path, raw = text.split("=", 1)
+    if "." not in path:
+        raise ConfigError(f"--set expects section.key=value, got {text!r}")
+    section, key = path.split(".", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {text!r}: value is not valid YAML: {e}") from None
+    if section == "spark":
+        value = raw  # Spark settings stay strings, exactly as given
+    return {section: {key: value}}
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
+                base: JobConfig | None = None) -> JobConfig:
+    """Defaults (or ``base``), then the YAML file (if any), then each ``--set`` override; validated."""
+    cfg = base or JobConfig()
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML: {e}") from None
+        cfg = merge(cfg, data)
+    for o in overrides:
+        cfg = merge(cfg, parse_override(o))
+    return cfg.validate()
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A JSON-ready dict of a config dataclass (tuples become lists)."""
+    out = dataclasses.asdict(cfg)
+
+    def fix(x: Any) -> Any:
+        if isinstance(x, dict):
+            return {k: fix(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [fix(v) for v in x]
+        return x
+
+    return fix(out)
+
+
+def reference_rows() -> list[tuple[str, str, str]]:
+    """(key, default, type) for every config key, for the README's configuration reference."""
+    rows = []
+    base = JobConfig()
+    for name, cls in _section_names().items():
+        if name == "spark":
+            rows.append(("spark.<spark setting>", "{}", "str"))
+            continue
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            default = getattr(getattr(base, name), f.name)
+            if isinstance(default, tuple):
+                default = list(default)
+            rows.append((f"{name}.{f.name}", repr(default), getattr(hints[f.name], "__name__", str(hints[f.name]))))
+    return rows

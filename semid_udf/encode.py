@@ -1,0 +1,146 @@
+"""``ndarray float32[n, D] -> ndarray int32[n, levels]``: the pure inference function.
+
+The model always sees batches of exactly ``micro_batch`` rows (the tail is zero-padded and
+cut off after), so an item's codes never depend on how Spark sliced the data: batch sizes
+1, 3, 7 gave latents that differ in the last bit from batch 4096, which flips near-tie codes.
+Float32 at the highest matmul precision (TF32 off); ties go to the lowest code index.
+No pyspark import here.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import warnings
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from .adapter import select_output, to_code_matrix
+from .checkpoint import CheckpointBlob, build_model
+from .config import EncodeConfig, PluginConfig
+from .errors import ConfigError, InputError
+
+log = logging.getLogger(__name__)
+
+# Arrow buffers are read-only; the model only reads its input, so the warning is noise.
+warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
+
+
+def set_numerics(threads: int) -> None:
+    """Full fp32 everywhere (TF32 off) and a fixed number of torch threads."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")
+    if threads > 0 and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
+def resolve_device(preference: str, task_gpus: Sequence[str] | None = None) -> torch.device:
+    """Task GPU resources -> ``CUDA_VISIBLE_DEVICES`` -> CPU; ``cuda`` fails when there is no GPU."""
+    if preference == "cpu":
+        return torch.device("cpu")
+    if preference not in ("auto", "cuda"):
+        raise ConfigError(f"encode.device: expected one of auto, cpu, cuda; got {preference!r}")
+    has_cuda = torch.cuda.is_available()
+    if task_gpus and has_cuda:
+        return torch.device(f"cuda:{int(task_gpus[0])}")
+    if os.environ.get("CUDA_VISIBLE_DEVICES", "").strip() not in ("", "-1") and has_cuda:
+        return torch.device("cuda:0")
+    if preference == "cuda":
+        if has_cuda:
+            return torch.device("cuda:0")
+        raise ConfigError(
+            "encode.device: expected a CUDA device, got none (torch.cuda.is_available() is False); "
+            "use encode.device=auto or cpu"
+        )
+    return torch.device("cpu")
+
+
+def load_plugin(factory: str) -> Callable[..., Any]:
+    module_name, _, attr = factory.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ConfigError(f"plugin.factory: cannot import module {module_name!r}: {e}") from None
+    if not hasattr(module, attr):
+        raise ConfigError(f"plugin.factory: module {module_name!r} has no attribute {attr!r}")
+    return getattr(module, attr)
+
+
+class CodeEncoder:
+    """A loaded model plus everything needed to turn embeddings into codes."""
+
+    def __init__(self, blob: CheckpointBlob, encode_cfg: EncodeConfig, plugin: PluginConfig,
+                 task_gpus: Sequence[str] | None = None):
+        set_numerics(encode_cfg.threads)
+        self.device = resolve_device(encode_cfg.device, task_gpus)
+        m = blob.model
+        self.input_dim, self.levels, self.codebook_size = int(m["input_dim"]), int(m["levels"]), int(m["codebook_size"])
+        self.micro_batch = encode_cfg.micro_batch
+        if plugin.factory:
+            model = load_plugin(plugin.factory)(blob.config, blob.tensors())
+            self.layout, self.output = plugin.layout, plugin.output
+            method = plugin.method
+        else:
+            model = build_model(blob)
+            self.layout, self.output, method = "batch_major", "", "encode"
+        if hasattr(model, "to"):
+            model = model.to(self.device)
+        if hasattr(model, "eval"):
+            model.eval()
+        if not callable(getattr(model, method, None)):
+            raise ConfigError(f"plugin.method: the model has no callable {method!r}")
+        self.model, self._fn = model, getattr(model, method)
+        self.model_version = blob.model_version
+        self._buf = np.zeros((self.micro_batch, self.input_dim), dtype=np.float32)
+        log.info("model %s on %s (micro-batch %d, %d torch threads)", self.model_version, self.device,
+                 self.micro_batch, torch.get_num_threads())
+
+    def __call__(self, x: np.ndarray, item_ids: Sequence[Any] | None = None) -> np.ndarray:
+        if x.ndim != 2 or x.shape[1] != self.input_dim:
+            raise InputError(f"embeddings: expected shape [n, {self.input_dim}], got {list(x.shape)}")
+        if x.dtype != np.float32:
+            raise InputError(f"embeddings: expected float32, got {x.dtype}")
+        finite = np.isfinite(x).all(axis=1)
+        if not finite.all():
+            row = int(np.argmin(finite))
+            who = f"item {item_ids[row]!r}" if item_ids is not None else f"row {row}"
+            raise InputError(f"embeddings: {who} has NaN/Inf values; validation must reject it before the model")
+        n, mb = x.shape[0], self.micro_batch
+        out = np.empty((n, self.levels), dtype=np.int32)
+        with torch.inference_mode():
+            for start in range(0, n, mb):
+                chunk = x[start:start + mb]
+                k = chunk.shape[0]
+                if k < mb:  # fixed shape: pad the tail with zeros, drop their codes after
+                    self._buf[:k] = chunk
+                    self._buf[k:] = 0.0
+                    chunk = self._buf
+                t = torch.from_numpy(np.ascontiguousarray(chunk)).to(self.device, non_blocking=True)
+                raw = select_output(self._fn(t), self.output)
+                ids = None if item_ids is None else _IdWindow(item_ids, start, k)
+                codes = to_code_matrix(raw, batch=mb, levels=self.levels, codebook_size=self.codebook_size,
+                                       layout=self.layout, item_ids=ids)
+                out[start:start + k] = codes[:k]
+        return out
+
+
+class _IdWindow:
+    """Item ids of one micro-batch, looked up only when an error message needs one."""
+
+    def __init__(self, ids: Sequence[Any], offset: int, valid: int):
+        self.ids, self.offset, self.valid = ids, offset, valid
+
+    def __getitem__(self, row: int) -> Any:
+        if row >= self.valid:
+            return f"<zero padding row {row}>"
+        v = self.ids[self.offset + row]
+        return v.as_py() if hasattr(v, "as_py") else v
+
+
+def encode_array(blob: CheckpointBlob, x: np.ndarray, encode_cfg: EncodeConfig | None = None,
+                 plugin: PluginConfig | None = None) -> np.ndarray:
+    """One-shot convenience: build the encoder and encode ``x``."""
+    return CodeEncoder(blob, encode_cfg or EncodeConfig(), plugin or PluginConfig())(x)

@@ -1,0 +1,78 @@
+"""Building the SparkSession for a job, and refusing settings that lose or duplicate data.
+
+The master is never hard-coded: under ``spark-submit`` the launcher's ``--master`` and
+``--conf`` win; run directly with no master configured, Spark's default (``local[*]``)
+applies. Settings from the YAML ``spark:`` section are applied on the builder.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Mapping
+
+from pyspark.sql import SparkSession
+
+from .errors import UnsafeSettingError
+
+log = logging.getLogger(__name__)
+
+# Settings semid needs for correct writes (see field-notes.md, "Spark writes").
+REQUIRED = {
+    "spark.sql.sources.partitionOverwriteMode": "dynamic",
+}
+# value that loses or duplicates data -> why
+UNSAFE = {
+    "spark.hadoop.mapreduce.fileoutputcommitter.algorithm.version": ("2", "commit algorithm v2 leaves a failed job's files readable"),
+    "spark.speculation": ("true", "speculative tasks can write duplicate files"),
+    "spark.sql.files.ignoreCorruptFiles": ("true", "it silently drops unreadable files (rows lost)"),
+    "spark.sql.files.ignoreMissingFiles": ("true", "it silently drops files that vanish (rows lost)"),
+}
+
+
+def build_session(app_name: str, conf: Mapping[str, str], warehouse: str | None = None) -> SparkSession:
+    builder = SparkSession.builder.appName(app_name)
+    settings = dict(conf)
+    if warehouse:
+        wh = str(Path(warehouse).resolve())
+        settings.setdefault("spark.sql.warehouse.dir", wh)
+        # A local warehouse gets its own embedded Derby metastore, so a later process that
+        # names the same warehouse sees the same tables. A configured metastore wins.
+        settings.setdefault(
+            "spark.hadoop.javax.jdo.option.ConnectionURL",
+            f"jdbc:derby:;databaseName={wh}/metastore_db;create=true",
+        )
+        os.environ.setdefault("DERBY_SYSTEM_HOME", wh)
+        Path(wh).mkdir(parents=True, exist_ok=True)
+    settings.setdefault("spark.ui.showConsoleProgress", "false")
+    for k, v in settings.items():
+        builder = builder.config(k, v)
+    spark = builder.enableHiveSupport().getOrCreate()
+    prepare_session(spark)
+    return spark
+
+
+def prepare_session(spark: SparkSession) -> None:
+    """Point local Python workers at this interpreter, set required and refuse unsafe settings."""
+    sc = spark.sparkContext
+    if "PYSPARK_PYTHON" not in os.environ and sc.master.startswith("local"):
+        # Local workers run on this machine: use the interpreter that has semid installed.
+        os.environ["PYSPARK_PYTHON"] = sys.executable
+        sc.pythonExec = sys.executable
+    for k, v in REQUIRED.items():
+        spark.conf.set(k, v)
+    check_safe_settings(spark)
+
+
+def check_safe_settings(spark: SparkSession) -> None:
+    conf = dict(spark.sparkContext.getConf().getAll())
+    hconf = spark.sparkContext._jsc.hadoopConfiguration()
+    for key, (bad, why) in UNSAFE.items():
+        value = conf.get(key)
+        if value is None and not key.startswith("spark.hadoop."):
+            value = spark.conf.get(key, None)
+        if key.startswith("spark.hadoop.") and value is None:
+            value = hconf.get(key[len("spark.hadoop."):])
+        if value is not None and str(value).strip().lower() == bad:
+            raise UnsafeSettingError(f"{key}: expected not {bad}, got {value}: refusing to run because {why}")

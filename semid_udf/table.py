@@ -1,0 +1,189 @@
+"""Spark side of a run: input checks, the validation expression, duplicates, the collision
+suffix, the output/rejects/manifest tables.
+
+Tables (Parquet, in the metastore):
+- ``<name>``: the contract's columns, then ``embedding_hash`` and ``run_id``; partitioned by
+  ``model_version``; replaced per version by dynamic partition overwrite (never a static
+  overwrite, which deletes the old data before the job runs).
+- ``<name>_rejects``: ``item_id`` (as text), ``reason``, ``detail``; partitioned by
+  ``model_version`` and ``run_id``.
+- ``<name>_manifest``: one row per run and state (running, complete, failed), appended; the
+  ``complete`` row is written after the data.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+from typing import Any
+
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from .errors import ConfigError, InputError
+
+log = logging.getLogger(__name__)
+
+ID_TYPES = (T.LongType, T.IntegerType, T.StringType)
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
+
+
+def sid_cols(levels: int) -> list[str]:
+    return [f"sid_{i}" for i in range(levels)]
+
+
+def check_table_name(name: str) -> tuple[str, str]:
+    if not _NAME.match(name or ""):
+        raise ConfigError(f"--table: expected DB.NAME (letters, digits, _), got {name!r}")
+    db, _, tbl = name.rpartition(".")
+    return db or "default", tbl
+
+
+def read_input(spark: SparkSession, path: str | None, table: str | None) -> DataFrame:
+    try:
+        return spark.read.parquet(path) if path else spark.table(table)
+    except Exception as e:  # AnalysisException and friends: re-raised with the input named
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InputError(f"input {path or table}: cannot read it: {first}") from e
+
+
+def normalise_input(df: DataFrame, id_col: str, emb_col: str, cast_double: bool) -> DataFrame:
+    """Select (item_id, embedding as array<float>), or raise naming column, expected, actual."""
+    fields = {f.name: f.dataType for f in df.schema.fields}
+    for col, what in ((id_col, "the item id"), (emb_col, "the embedding")):
+        if col not in fields:
+            raise InputError(f"column {col!r} ({what}) missing; columns found: {sorted(fields)}")
+    id_type, emb_type = fields[id_col], fields[emb_col]
+    if not isinstance(id_type, ID_TYPES):
+        raise InputError(f"column {id_col!r}: expected bigint, int or string, got {id_type.simpleString()}")
+    if not isinstance(emb_type, T.ArrayType) or not isinstance(emb_type.elementType, (T.FloatType, T.DoubleType)):
+        raise InputError(
+            f"column {emb_col!r}: expected array<float> (or array<double>), got {emb_type.simpleString()}"
+        )
+    emb = F.col(emb_col)
+    if isinstance(emb_type.elementType, T.DoubleType):
+        if not cast_double:
+            raise InputError(f"column {emb_col!r}: expected array<float>, got array<double> (input.cast_double is false)")
+        log.info("casting %s from array<double> to array<float> (input.cast_double)", emb_col)
+        emb = emb.cast(T.ArrayType(T.FloatType()))
+    return df.select(F.col(id_col).alias("item_id"), emb.alias("embedding"))
+
+
+def validation(dim: int) -> tuple[Column, Column]:
+    """(reason, detail) of the row defects Spark can see cheaply; null when the row looks fine.
+
+    Null elements and NaN/Inf are found in the Arrow function (one vectorised pass), where a
+    null element is still told apart from NaN.
+    """
+    iid, emb = F.col("item_id"), F.col("embedding")
+    size = F.size(emb)
+    reason = (
+        F.when(iid.isNull(), "null_item_id")
+        .when(emb.isNull(), "null_embedding")
+        .when(size != dim, "wrong_length")
+    )
+    detail = (
+        F.when(iid.isNull(), "item_id is null")
+        .when(emb.isNull(), "embedding is null")
+        .when(size != dim, F.format_string(f"embedding: expected length {dim}, got %d", size))
+    )
+    return reason, detail
+
+
+def classify_duplicates(r: DataFrame) -> DataFrame:
+    """Final ``reason``/``detail`` per row: identical copies of an id are kept once (the others
+    rejected as ``duplicate_identical``); copies whose embeddings differ are all rejected as
+    ``duplicate_conflict``. Shuffles ids, hashes and codes only, never vectors."""
+    good = F.col("reason").isNull()
+    h = F.when(good, F.col("embedding_hash"))
+    w = Window.partitionBy("item_id")
+    wo = w.orderBy(F.col("reason").asc_nulls_first(), F.col("embedding_hash"))
+    copies = F.count(h).over(w)
+    conflict = F.min(h).over(w) != F.max(h).over(w)
+    rn = F.row_number().over(wo)
+    reason = (
+        F.when(~good, F.col("reason"))
+        .when(conflict, "duplicate_conflict")
+        .when(rn > 1, "duplicate_identical")
+    )
+    detail = (
+        F.when(~good, F.col("detail"))
+        .when(conflict, F.format_string("%d valid copies of this item_id with different embeddings", copies))
+        .when(rn > 1, F.format_string("identical copy %d of %d; one copy kept", rn, copies))
+    )
+    rest = [c for c in r.columns if c not in ("reason", "detail")]
+    return r.select(*rest, reason.alias("reason"), detail.alias("detail"))
+
+
+def with_suffix(kept: DataFrame, levels: int, files: int, base: DataFrame | None = None) -> DataFrame:
+    """Add ``sid_suffix``: 0, 1, 2, ... per code tuple in ``item_id`` order (after ``base``'s
+    per-tuple next suffix in append mode), range-partitioned by the codes so each output
+    file holds a sorted, disjoint range of codes."""
+    sids = sid_cols(levels)
+    if base is not None:  # append: continue after the bucket's existing suffixes
+        kept = kept.join(base, on=sids, how="left")
+    ranged = kept.repartitionByRange(files, *sids)
+    rn = F.row_number().over(Window.partitionBy(*sids).orderBy("item_id")) - 1
+    if base is None:
+        return ranged.withColumn("sid_suffix", rn.cast("int"))
+    return ranged.withColumn("sid_suffix", (F.coalesce(F.col("_next"), F.lit(0)) + rn).cast("int")).drop("_next")
+
+
+def semantic_id(levels: int) -> Column:
+    return F.concat_ws("-", *[F.col(c).cast("string") for c in sid_cols(levels)], F.col("sid_suffix").cast("string"))
+
+
+def table_columns(id_type: T.DataType, levels: int) -> list[tuple[str, str]]:
+    cols = [("item_id", id_type.simpleString())] + [(c, "int") for c in sid_cols(levels)]
+    cols += [("sid_suffix", "int"), ("semantic_id", "string"), ("embedding_hash", "bigint"), ("run_id", "string"),
+             ("model_version", "string")]
+    return cols
+
+
+REJECT_COLUMNS = [("item_id", "string"), ("reason", "string"), ("detail", "string"), ("run_id", "string"),
+                  ("model_version", "string")]
+
+MANIFEST_COLUMNS = [
+    ("run_id", "string"), ("model_version", "string"), ("status", "string"), ("mode", "string"),
+    ("started_at", "timestamp"), ("finished_at", "timestamp"),
+    ("rows_in", "bigint"), ("rows_out", "bigint"), ("rows_rejected", "bigint"), ("rows_new", "bigint"),
+    ("details", "string"), ("error", "string"),
+]
+
+
+def ensure_database(spark: SparkSession, db: str, warehouse: str | None) -> None:
+    if warehouse:
+        from pathlib import Path
+
+        loc = str(Path(warehouse).resolve() / f"{db}.db")
+        spark.sql(f"CREATE DATABASE IF NOT EXISTS `{db}` LOCATION '{loc}'")
+    else:
+        spark.sql(f"CREATE DATABASE IF NOT EXISTS `{db}`")
+
+
+def ensure_table(spark: SparkSession, name: str, columns: list[tuple[str, str]], partitioned_by: list[str]) -> None:
+    """Create the table if absent; if present, its columns must be exactly ``columns``."""
+    if spark.catalog.tableExists(name):
+        actual = [(f.name, f.dataType.simpleString()) for f in spark.table(name).schema.fields]
+        if actual != columns:
+            raise InputError(
+                f"table {name}: expected columns {columns}, got {actual} "
+                "(a model with another number of levels or id type needs another table)"
+            )
+        return
+    body = ", ".join(f"`{c}` {t}" for c, t in columns)
+    parts = ", ".join(f"`{c}`" for c in partitioned_by)
+    spark.sql(f"CREATE TABLE {name} ({body}) USING parquet" + (f" PARTITIONED BY ({parts})" if parts else ""))
+    log.info("created table %s", name)
+
+
+def write_manifest(spark: SparkSession, name: str, row: dict[str, Any]) -> None:
+    values = []
+    for col, typ in MANIFEST_COLUMNS:
+        v = row.get(col)
+        if col == "details" and v is not None and not isinstance(v, str):
+            v = json.dumps(v, sort_keys=True, default=str)
+        values.append(v)
+    schema = ", ".join(f"`{c}` {t}" for c, t in MANIFEST_COLUMNS)
+    spark.createDataFrame([tuple(values)], schema=schema).coalesce(1).write.insertInto(name, overwrite=False)
