@@ -86,10 +86,11 @@ def _unpack(x: Any, batch: int, levels: int, codebook_size: int) -> np.ndarray:
 
 def _matrix(arr: np.ndarray, layout: str, batch: int, levels: int) -> np.ndarray:
     """Orient a 2-D array for a declared matrix layout, checking its shape."""
-    want = (batch, levels) if layout in ("batch_major", "per_item") else (levels, batch)
+    item_rows = layout in ("batch_major", "per_item")
+    want = (batch, levels) if item_rows else (levels, batch)
     if arr.ndim != 2 or arr.shape != want:
         raise AdapterError(f"layout {layout}: expected shape {list(want)}, got {list(arr.shape)}")
-    return arr if want == (batch, levels) else arr.T
+    return arr if item_rows else arr.T
 
 
 def _stack(seq: Sequence[Any], what: str) -> np.ndarray:

@@ -164,7 +164,7 @@ def _pipeline(spark, cfg, blob, res, raw, df, name, rejects_name, levels, dim, s
         step("writing rejects")
         t = time.perf_counter()
         (c.where(F.col("reason").isNotNull())
-         .select(F.col("item_id").cast("string"), "reason", "detail", F.lit(res.run_id), F.lit(res.model_version))
+         .select(F.col("item_id").cast("string"), "reason", "detail", F.lit(res.model_version), F.lit(res.run_id))
          .write.insertInto(rejects_name, overwrite=True))
         res.timings["write_rejects"] = round(time.perf_counter() - t, 3)
         _check_reject_rate(c, cfg, res, dim, good)

@@ -141,8 +141,9 @@ def table_columns(id_type: T.DataType, levels: int) -> list[tuple[str, str]]:
     return cols
 
 
-REJECT_COLUMNS = [("item_id", "string"), ("reason", "string"), ("detail", "string"), ("run_id", "string"),
-                  ("model_version", "string")]
+# Partition columns last, in PARTITIONED BY order: insertInto matches columns by position.
+REJECT_COLUMNS = [("item_id", "string"), ("reason", "string"), ("detail", "string"), ("model_version", "string"),
+                  ("run_id", "string")]
 
 MANIFEST_COLUMNS = [
     ("run_id", "string"), ("model_version", "string"), ("status", "string"), ("mode", "string"),

@@ -1,0 +1,69 @@
+"""Shared fixtures. Most tests need no Spark; the few that do share one local[2] session."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def clustered(n: int, dim: int, seed: int = 0, centers: int = 40) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    c = rng.normal(size=(centers, dim)).astype(np.float32)
+    return (c[rng.integers(0, centers, n)] + 0.3 * rng.normal(size=(n, dim))).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A small trained model: 16-d input, 3 levels x 16 codes."""
+    from semid_udf.checkpoint import save_checkpoint
+    from semid_udf.config import ModelConfig, TrainConfig
+    from semid_udf.train import fit
+
+    x = clustered(3000, 16, seed=1)
+    model, meta = fit(x, ModelConfig(hidden_dims=(32,), latent_dim=8, levels=3, codebook_size=16),
+                      TrainConfig(epochs=3, batch_size=256, kmeans_iters=5, seed=3))
+    d = tmp_path_factory.mktemp("ckpt") / "tiny"
+    save_checkpoint(model, model.cfg, d, training=meta)
+    return d
+
+
+@pytest.fixture(scope="session")
+def tiny_blob(tiny_checkpoint):
+    from semid_udf.checkpoint import read_checkpoint
+
+    return read_checkpoint(tiny_checkpoint)
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory):
+    """The one SparkSession of the test run: local[2] with 3 attempts per task, UI off."""
+    from pyspark.sql import SparkSession
+
+    from semid_udf.session import prepare_session
+
+    base = tmp_path_factory.mktemp("spark")
+    wh = base / "warehouse"
+    session = (
+        SparkSession.builder.master("local[2,3]")
+        .appName("semid-tests")
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.shuffle.partitions", "4")
+        .config("spark.default.parallelism", "2")
+        .config("spark.sql.warehouse.dir", str(wh))
+        .config("spark.hadoop.javax.jdo.option.ConnectionURL", f"jdbc:derby:;databaseName={base}/metastore_db;create=true")
+        .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={base}")
+        .enableHiveSupport()
+        .getOrCreate()
+    )
+    session.sparkContext.setLogLevel("ERROR")
+    prepare_session(session)
+    yield session
+    session.stop()

@@ -1,0 +1,34 @@
+"""Small helpers for the few Spark tests (input files, reading tables back)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from semid_udf.config import JobConfig, merge
+
+TEST_CFG = {"encode": {"micro_batch": 64}, "output": {"arrow_batch": 128}}
+
+
+def config(**sections) -> JobConfig:
+    data = {k: dict(v) for k, v in TEST_CFG.items()}
+    for k, v in sections.items():
+        data.setdefault(k, {}).update(v)
+    return merge(JobConfig(), data).validate()
+
+
+def write_input(path: Path, ids, vectors, files: int = 2, id_type=pa.int64()) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    idx = np.array_split(np.arange(len(ids)), files)
+    for i, part in enumerate(idx):
+        t = pa.table({"item_id": pa.array([ids[j] for j in part], id_type),
+                      "embedding": pa.array([vectors[j] for j in part], pa.list_(pa.float32()))})
+        pq.write_table(t, path / f"part-{i}.parquet")
+    return path
+
+
+def table_rows(spark, name: str, version: str):
+    df = spark.table(name).where(f"model_version = '{version}'").drop("run_id").toPandas()
+    return df.sort_values("item_id").reset_index(drop=True)

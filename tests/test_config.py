@@ -1,0 +1,69 @@
+import pytest
+
+from semid_udf.config import JobConfig, load_config, parse_override, reference_rows
+from semid_udf.errors import ConfigError
+
+
+def test_defaults_are_the_contract_defaults():
+    cfg = load_config()
+    assert (cfg.model.levels, cfg.model.codebook_size, cfg.model.latent_dim) == (4, 256, 32)
+    assert (cfg.input.id_col, cfg.input.embedding_col) == ("item_id", "embedding")
+
+
+def test_cli_beats_yaml_beats_defaults(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("model:\n  levels: 3\n  codebook_size: 128\ntrain:\n  epochs: 2\nspark:\n  spark.driver.memory: 2g\n")
+    cfg = load_config(f, ["model.levels=5", "spark.spark.sql.shuffle.partitions=4"])
+    assert cfg.model.levels == 5  # CLI
+    assert cfg.model.codebook_size == 128  # YAML
+    assert cfg.model.latent_dim == 32  # default
+    assert cfg.spark == {"spark.driver.memory": "2g", "spark.sql.shuffle.partitions": "4"}
+
+
+def test_unknown_key_lists_the_valid_keys(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        load_config(None, ["model.level=3"])
+    msg = str(e.value)
+    assert "model.level" in msg and "levels" in msg and "codebook_size" in msg
+
+
+def test_unknown_section_lists_sections():
+    with pytest.raises(ConfigError, match="valid sections: model, train"):
+        load_config(None, ["modle.levels=3"])
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("model.levels=four", "expected int, got str"),
+    ("model.levels=2.5", "expected int, got float"),
+    ("train.lr=fast", "expected float"),
+    ("input.cast_double=3", "expected bool"),
+    ("model.hidden_dims=[64, x]", "model.hidden_dims[1]"),
+    ("encode.device=tpu", "expected one of auto, cpu, cuda"),
+    ("output.mode=upsert", "expected one of full, append"),
+    ("model.levels=0", "expected a positive integer, got 0"),
+])
+def test_wrong_types_and_values_are_named(override, needle):
+    with pytest.raises(ConfigError, match=None) as e:
+        load_config(None, [override])
+    assert needle in str(e.value)
+
+
+def test_override_syntax_errors():
+    with pytest.raises(ConfigError, match="section.key=value"):
+        parse_override("levels")
+    with pytest.raises(ConfigError, match="section.key=value"):
+        parse_override("levels=3")
+
+
+def test_yaml_lists_become_tuples_and_config_is_frozen():
+    cfg = load_config(None, ["model.hidden_dims=[64, 32]"])
+    assert cfg.model.hidden_dims == (64, 32)
+    with pytest.raises(Exception):
+        cfg.model.levels = 2  # type: ignore[misc]
+
+
+def test_reference_covers_every_key():
+    keys = {k for k, _, _ in reference_rows()}
+    assert "model.codebook_size" in keys and "encode.micro_batch" in keys and "output.mode" in keys
+    assert len(keys) == len(reference_rows())
+    assert isinstance(JobConfig().validate(), JobConfig)

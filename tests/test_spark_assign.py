@@ -1,0 +1,135 @@
+"""The assign job in the shared local[2] session: contract, determinism, rejects, errors."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from semid_udf.assign import run_assign
+from semid_udf.config import EncodeConfig, PluginConfig
+from semid_udf.encode import CodeEncoder
+from semid_udf.errors import InputError
+
+from .conftest import clustered
+from .spark_helpers import config, table_rows, write_input
+
+pytestmark = pytest.mark.spark
+N = 400
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    x = clustered(N, 16, seed=21, centers=8)  # few clusters: collisions, so suffixes matter
+    ids = list(range(5000, 5000 + N))
+    path = write_input(tmp_path_factory.mktemp("in") / "emb", ids, [list(map(float, v)) for v in x], files=3)
+    return ids, x, path
+
+
+@pytest.fixture(scope="module")
+def published(spark, tiny_blob, data, tmp_path_factory):
+    ids, x, path = data
+    wh = tmp_path_factory.mktemp("wh")
+    res = run_assign(spark, config(), tiny_blob, table="contract.sids", input_path=str(path), warehouse=str(wh))
+    return res, wh
+
+
+def test_table_matches_the_contract(spark, published):
+    res, _ = published
+    fields = [(f.name, f.dataType.simpleString()) for f in spark.table("contract.sids").schema.fields]
+    assert fields == [("item_id", "bigint"), ("sid_0", "int"), ("sid_1", "int"), ("sid_2", "int"),
+                      ("sid_suffix", "int"), ("semantic_id", "string"), ("embedding_hash", "bigint"),
+                      ("run_id", "string"), ("model_version", "string")]
+    parts = [r[0] for r in spark.sql("SHOW PARTITIONS contract.sids").collect()]
+    assert parts == [f"model_version={res.model_version}"]
+    rej = [f.name for f in spark.table("contract.sids_rejects").schema.fields]
+    assert rej == ["item_id", "reason", "detail", "model_version", "run_id"]
+
+
+def test_ids_unique_codes_equal_pure_encode_and_suffixes_ordered(spark, tiny_blob, data, published):
+    ids, x, _ = data
+    res, _ = published
+    df = table_rows(spark, "contract.sids", res.model_version)
+    assert len(df) == N and df.item_id.is_unique and df.semantic_id.is_unique
+    expected = CodeEncoder(tiny_blob, EncodeConfig(), PluginConfig())(x)
+    np.testing.assert_array_equal(df[["sid_0", "sid_1", "sid_2"]].to_numpy(), expected)
+    assert (df.semantic_id == df[["sid_0", "sid_1", "sid_2", "sid_suffix"]].astype(str).agg("-".join, axis=1)).all()
+    for _, g in df.groupby(["sid_0", "sid_1", "sid_2"]):
+        assert g.sort_values("item_id").sid_suffix.tolist() == list(range(len(g)))
+    assert df.sid_suffix.max() > 0  # the fixture collides, so the suffix was exercised
+
+
+def test_manifest_complete_and_counts_reconcile(spark, published):
+    res, _ = published
+    m = spark.table("contract.sids_manifest").where(f"run_id = '{res.run_id}'").toPandas()
+    assert sorted(m.status) == ["complete", "running"]
+    done = m[m.status == "complete"].iloc[0]
+    assert done.rows_in == N == done.rows_out + done.rows_rejected and done.rows_rejected == 0
+
+
+def test_rerun_gives_the_same_table(spark, tiny_blob, data, published):
+    res, wh = published
+    before = table_rows(spark, "contract.sids", res.model_version)
+    again = run_assign(spark, config(), tiny_blob, table="contract.sids", input_path=str(data[2]), warehouse=str(wh))
+    after = table_rows(spark, "contract.sids", res.model_version)
+    pd.testing.assert_frame_equal(before, after)
+    assert again.rows_out == N
+
+
+@pytest.mark.parametrize("batch, parts", [(1, 2), (7, 3), (10000, 1), (128, 7)])
+def test_same_ids_whatever_the_batching_and_partitioning(spark, tiny_blob, data, published, batch, parts):
+    res, wh = published
+    spark.read.parquet(str(data[2])).repartition(parts).createOrReplaceTempView("emb_view")
+    cfg = config(output={"arrow_batch": batch})
+    name = f"contract.sids_b{batch}_p{parts}"
+    run_assign(spark, cfg, tiny_blob, table=name, input_table="emb_view", warehouse=str(wh))
+    pd.testing.assert_frame_equal(table_rows(spark, name, res.model_version),
+                                  table_rows(spark, "contract.sids", res.model_version))
+
+
+def test_bad_rows_are_rejected_with_reasons(spark, tiny_blob, tmp_path):
+    x = clustered(40, 16, seed=3)
+    vecs = [list(map(float, v)) for v in x]
+    ids = list(range(40))
+    ids[0] = None                                   # null_item_id
+    vecs[1] = None                                  # null_embedding
+    vecs[2] = vecs[2][:10]                          # wrong_length
+    vecs[3] = vecs[3][:4] + [None] + vecs[3][5:]    # null_element
+    vecs[4] = vecs[4][:6] + [float("nan")] + vecs[4][7:]
+    vecs[5] = vecs[5][:6] + [float("-inf")] + vecs[5][7:]
+    ids += [10, 11, 11]                             # 10: identical copy; 11: three copies, one differs
+    vecs += [vecs[10], vecs[11], [v + 1.0 for v in vecs[11]]]
+    path = write_input(tmp_path / "bad", ids, vecs)
+    cfg = config(output={"max_reject_rate": 0.5})
+    res = run_assign(spark, cfg, tiny_blob, table="bad.sids", input_path=str(path), warehouse=str(tmp_path / "wh"))
+    assert res.rows_in == 43 and res.rows_in == res.rows_out + res.rows_rejected
+    assert res.rejects_by_reason == {"duplicate_conflict": 3, "duplicate_identical": 1, "non_finite": 2,
+                                     "null_element": 1, "null_embedding": 1, "null_item_id": 1, "wrong_length": 1}
+    rej = spark.table("bad.sids_rejects").where(f"run_id = '{res.run_id}'").toPandas().set_index("reason")
+    assert rej.loc["wrong_length", "detail"] == "embedding: expected length 16, got 10"
+    assert rej.loc["null_element", "item_id"] == "3" and "first at index 4" in rej.loc["null_element", "detail"]
+    out = spark.table("bad.sids").toPandas()
+    assert sorted(out.item_id) == [i for i in range(6, 40) if i != 11]
+    assert out.item_id.is_unique
+
+
+def test_structural_errors_fail_before_writing(spark, tiny_blob, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    wh = str(tmp_path / "wh")
+    p = tmp_path / "noemb"
+    p.mkdir()
+    pq.write_table(pa.table({"item_id": [1, 2], "vec": [[1.0], [2.0]]}), p / "a.parquet")
+    with pytest.raises(InputError, match=r"column 'embedding' \(the embedding\) missing; columns found: \['item_id', 'vec'\]"):
+        run_assign(spark, config(), tiny_blob, table="err.a", input_path=str(p), warehouse=wh)
+    p2 = tmp_path / "strings"
+    p2.mkdir()
+    pq.write_table(pa.table({"item_id": [1], "embedding": [["a"]]}), p2 / "a.parquet")
+    with pytest.raises(InputError, match="expected array<float> \\(or array<double>\\), got array<string>"):
+        run_assign(spark, config(), tiny_blob, table="err.b", input_path=str(p2), warehouse=wh)
+    short = write_input(tmp_path / "short", [1, 2, 3], [[0.5] * 8] * 3)
+    with pytest.raises(InputError, match="expected length 16 .*got 8 for every row"):
+        run_assign(spark, config(), tiny_blob, table="err.c", input_path=str(short), warehouse=wh)
+    assert spark.table("err.c").count() == 0
+    statuses = [r.status for r in spark.table("err.c_manifest").collect()]
+    assert "complete" not in statuses and "failed" in statuses
