@@ -24,6 +24,7 @@ from . import table as tb
 from .checkpoint import CheckpointBlob
 from .config import JobConfig, to_dict
 from .errors import InputError, ReconcileError
+from .session import check_safe_settings
 from .udf import make_map_fn, output_fields
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,7 @@ def run_assign(spark: SparkSession, cfg: JobConfig, blob: CheckpointBlob, *, tab
     sids = tb.sid_cols(levels)
     res = RunResult(run_id=run_id or new_run_id(), model_version=version, table=name, mode=mode)
     sc = spark.sparkContext
+    check_safe_settings(spark)  # also when called as a library, not only through build_session
     t_start = time.perf_counter()
     started_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.output.arrow_batch))
@@ -107,6 +109,7 @@ def run_assign(spark: SparkSession, cfg: JobConfig, blob: CheckpointBlob, *, tab
     tb.ensure_table(spark, name, tb.table_columns(id_type, levels), ["model_version"])
     tb.ensure_table(spark, rejects_name, tb.REJECT_COLUMNS, ["model_version", "run_id"])
     tb.ensure_table(spark, manifest_name, tb.MANIFEST_COLUMNS, [])
+    tb.create_views(spark, name)
     base_row = {"run_id": res.run_id, "model_version": version, "mode": mode, "started_at": started_at}
     tb.write_manifest(spark, manifest_name, {**base_row, "status": "running"})
     try:

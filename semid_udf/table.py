@@ -154,13 +154,17 @@ MANIFEST_COLUMNS = [
 
 
 def ensure_database(spark: SparkSession, db: str, warehouse: str | None) -> None:
-    if warehouse:
-        from pathlib import Path
-
-        loc = str(Path(warehouse).resolve() / f"{db}.db")
-        spark.sql(f"CREATE DATABASE IF NOT EXISTS `{db}` LOCATION '{loc}'")
-    else:
+    """Create ``db`` (under ``warehouse`` when given); refuse one that lives elsewhere."""
+    if not warehouse:
         spark.sql(f"CREATE DATABASE IF NOT EXISTS `{db}`")
+        return
+    from pathlib import Path
+
+    loc = Path(warehouse).resolve() / f"{db}.db"
+    spark.sql(f"CREATE DATABASE IF NOT EXISTS `{db}` LOCATION '{loc}'")
+    actual = spark.sql(f"DESCRIBE DATABASE `{db}`").where("info_name = 'Location'").first()["info_value"]
+    if actual.removeprefix("file:").rstrip("/") != str(loc):
+        raise ConfigError(f"database {db}: expected at {loc} (--warehouse), got an existing one at {actual}")
 
 
 def ensure_table(spark: SparkSession, name: str, columns: list[tuple[str, str]], partitioned_by: list[str]) -> None:
@@ -188,3 +192,36 @@ def write_manifest(spark: SparkSession, name: str, row: dict[str, Any]) -> None:
         values.append(v)
     schema = ", ".join(f"`{c}` {t}" for c, t in MANIFEST_COLUMNS)
     spark.createDataFrame([tuple(values)], schema=schema).coalesce(1).write.insertInto(name, overwrite=False)
+
+
+def create_views(spark: SparkSession, name: str) -> None:
+    """``<name>_versions``: one row per model version, from the manifest: the state of its
+    latest run (``complete``, or ``partial`` while a run is unfinished, died or failed), and
+    ``<name>_latest``: the rows of the version whose last complete run is the most recent
+    (a rerun in progress does not hide the version it is replacing)."""
+    m = f"{name}_manifest"
+    spark.sql(f"""
+        CREATE OR REPLACE VIEW {name}_versions AS
+        WITH runs AS (
+          SELECT run_id, model_version, mode, started_at,
+                 max(finished_at) AS finished_at,
+                 CASE WHEN max(CASE WHEN status = 'failed' THEN 1 ELSE 0 END) = 1 THEN 'failed'
+                      WHEN max(CASE WHEN status = 'complete' THEN 1 ELSE 0 END) = 1 THEN 'complete'
+                      ELSE 'running' END AS run_status,
+                 max(rows_in) AS rows_in, max(rows_out) AS rows_out, max(rows_rejected) AS rows_rejected
+          FROM {m} GROUP BY run_id, model_version, mode, started_at),
+        ranked AS (
+          SELECT *, row_number() OVER (PARTITION BY model_version ORDER BY started_at DESC, run_id DESC) AS rn,
+                 max(CASE WHEN run_status = 'complete' THEN finished_at END)
+                   OVER (PARTITION BY model_version) AS last_complete_at
+          FROM runs)
+        SELECT model_version,
+               CASE WHEN run_status = 'complete' THEN 'complete' ELSE 'partial' END AS status,
+               run_status AS last_run_status, run_id AS last_run_id, mode AS last_run_mode,
+               started_at, finished_at, rows_in, rows_out, rows_rejected, last_complete_at
+        FROM ranked WHERE rn = 1""")
+    spark.sql(f"""
+        CREATE OR REPLACE VIEW {name}_latest AS
+        SELECT t.* FROM {name} t
+        WHERE t.model_version = (
+          SELECT max_by(model_version, last_complete_at) FROM {name}_versions WHERE last_complete_at IS NOT NULL)""")

@@ -1,0 +1,163 @@
+"""Model versions, append mode, sorted files, views and faults, in the shared session."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from semid_udf.assign import run_assign
+from semid_udf.checkpoint import read_checkpoint, save_checkpoint
+from semid_udf.config import ModelConfig, TrainConfig
+from semid_udf.errors import UnsafeSettingError
+from semid_udf.train import fit
+
+from .conftest import ROOT, clustered
+from .spark_helpers import config, table_rows, write_input
+
+pytestmark = pytest.mark.spark
+SIDS = ["sid_0", "sid_1", "sid_2"]
+
+
+@pytest.fixture(scope="module")
+def blob_b(tmp_path_factory):
+    model, meta = fit(clustered(3000, 16, seed=1), ModelConfig(hidden_dims=(32,), latent_dim=8, levels=3, codebook_size=16),
+                      TrainConfig(epochs=2, batch_size=256, kmeans_iters=5, seed=99))
+    d = tmp_path_factory.mktemp("ckb") / "b"
+    save_checkpoint(model, model.cfg, d, training=meta)
+    return read_checkpoint(d)
+
+
+@pytest.fixture(scope="module")
+def vectors():
+    return clustered(300, 16, seed=41, centers=6)
+
+
+def files_of(part: Path) -> dict[str, tuple[str, float]]:
+    return {p.name: (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime) for p in part.glob("*.parquet")}
+
+
+def test_version_b_leaves_version_a_untouched(spark, tiny_blob, blob_b, vectors, tmp_path):
+    inp = write_input(tmp_path / "in", list(range(300)), [list(map(float, v)) for v in vectors])
+    wh = tmp_path / "wh"
+    a = run_assign(spark, config(), tiny_blob, table="life.v", input_path=str(inp), warehouse=str(wh))
+    part_a = wh / "life.db" / "v" / f"model_version={a.model_version}"
+    before = files_of(part_a)
+    assert before
+    b = run_assign(spark, config(), blob_b, table="life.v", input_path=str(inp), warehouse=str(wh))
+    assert a.model_version != b.model_version
+    assert files_of(part_a) == before
+    versions = spark.table("life.v_versions").toPandas().set_index("model_version")
+    assert set(versions.index) == {a.model_version, b.model_version}
+    assert (versions.status == "complete").all() and (versions.rows_out == 300).all()
+    latest = spark.sql("SELECT DISTINCT model_version FROM life.v_latest").collect()
+    assert [r[0] for r in latest] == [b.model_version]
+    # a full rerun of A replaces A only, and makes A the latest complete version
+    run_assign(spark, config(), tiny_blob, table="life.v", input_path=str(inp), warehouse=str(wh))
+    assert spark.table("life.v").where(f"model_version = '{b.model_version}'").count() == 300
+    assert [r[0] for r in spark.sql("SELECT DISTINCT model_version FROM life.v_latest").collect()] == [a.model_version]
+
+
+def test_files_are_sorted_by_codes(spark, tiny_blob, vectors, tmp_path):
+    inp = write_input(tmp_path / "in", list(range(300)), [list(map(float, v)) for v in vectors])
+    wh = tmp_path / "wh"
+    res = run_assign(spark, config(output={"files_per_version": 3}), tiny_blob, table="lifes.s", input_path=str(inp),
+                     warehouse=str(wh))
+    files = sorted((wh / "lifes.db" / "s" / f"model_version={res.model_version}").glob("*.parquet"))
+    assert len(files) >= 2
+    ranges = []
+    for f in files:
+        t = pq.read_table(f).to_pandas()
+        keys = list(t[SIDS + ["sid_suffix"]].itertuples(index=False, name=None))
+        assert keys == sorted(keys), f"{f.name} is not sorted by codes"
+        ranges.append((keys[0], keys[-1]))
+    ranges.sort()
+    assert all(ranges[i][1] < ranges[i + 1][0] for i in range(len(ranges) - 1)), "files overlap in code ranges"
+
+
+def test_append_keeps_published_rows_and_gives_new_items_fresh_ids(spark, tiny_blob, vectors, tmp_path):
+    wh = tmp_path / "wh"
+    vecs = [list(map(float, v)) for v in vectors]
+    first = write_input(tmp_path / "day1", list(range(200)), vecs[:200])
+    run_assign(spark, config(), tiny_blob, table="lifea.a", input_path=str(first), warehouse=str(wh))
+    before = spark.table("lifea.a").toPandas().sort_values("item_id").reset_index(drop=True)
+    changed = [[v + 0.5 for v in vec] for vec in vecs[:10]]  # items 0-9 arrive with new embeddings
+    second = write_input(tmp_path / "day2", list(range(300)), changed + vecs[10:])
+    res = run_assign(spark, config(), tiny_blob, table="lifea.a", input_path=str(second), warehouse=str(wh),
+                     mode="append")
+    assert (res.rows_in, res.rows_new, res.rows_out, res.rows_rejected) == (300, 100, 300, 0)
+    assert res.details["rows_embedding_changed"] == 10
+    after = spark.table("lifea.a").toPandas().sort_values("item_id").reset_index(drop=True)
+    old = after[after.item_id < 200].reset_index(drop=True)
+    pd.testing.assert_frame_equal(old, before)  # byte-identical, run_id and hash included
+    assert after.item_id.is_unique and after.semantic_id.is_unique and len(after) == 300
+    new = after[after.item_id >= 200]
+    for key, g in after.groupby(SIDS):
+        olds = g[g.item_id < 200].sid_suffix
+        news = g[g.item_id >= 200].sort_values("item_id").sid_suffix
+        start = (olds.max() + 1) if len(olds) else 0
+        assert news.tolist() == list(range(start, start + len(news))), key
+    assert len(new) == 100
+    # the same append again adds nothing and changes nothing
+    again = run_assign(spark, config(), tiny_blob, table="lifea.a", input_path=str(second), warehouse=str(wh),
+                       mode="append")
+    assert again.rows_new == 0
+    pd.testing.assert_frame_equal(spark.table("lifea.a").toPandas().sort_values("item_id").reset_index(drop=True), after)
+
+
+def _fault_cfg(factory):
+    return config(plugin={"factory": f"faults:{factory}", "method": "encode", "layout": "batch_major"})
+
+
+@pytest.fixture(scope="module")
+def faults_shipped(spark):
+    spark.sparkContext.addPyFile(str(ROOT / "tests" / "faults.py"))
+
+
+@pytest.mark.parametrize("factory", ["raise_first_attempt", "kill_first_attempt"])
+def test_task_faults_are_retried_to_the_exact_table(spark, tiny_blob, vectors, tmp_path, faults_shipped, factory):
+    inp = write_input(tmp_path / "in", list(range(300)), [list(map(float, v)) for v in vectors], files=2)
+    wh = str(tmp_path / "wh")
+    db = f"f_{factory}"
+    clean = run_assign(spark, config(), tiny_blob, table=f"{db}.clean", input_path=str(inp), warehouse=wh)
+    res = run_assign(spark, _fault_cfg(factory), tiny_blob, table=f"{db}.faulty", input_path=str(inp), warehouse=wh)
+    assert res.rows_out == 300 and res.rows_rejected == 0
+    pd.testing.assert_frame_equal(table_rows(spark, f"{db}.faulty", res.model_version),
+                                  table_rows(spark, f"{db}.clean", clean.model_version))
+
+
+def test_permanent_failure_keeps_the_previous_table(spark, tiny_blob, vectors, tmp_path, faults_shipped):
+    inp = write_input(tmp_path / "in", list(range(300)), [list(map(float, v)) for v in vectors], files=2)
+    wh = str(tmp_path / "wh")
+    ok = run_assign(spark, config(), tiny_blob, table="fperm.perm", input_path=str(inp), warehouse=wh)
+    before = table_rows(spark, "fperm.perm", ok.model_version)
+    with pytest.raises(Exception, match="injected permanent fault"):
+        run_assign(spark, _fault_cfg("always_raise"), tiny_blob, table="fperm.perm", input_path=str(inp), warehouse=wh,
+                   run_id="doomed-run")
+    pd.testing.assert_frame_equal(table_rows(spark, "fperm.perm", ok.model_version), before)
+    statuses = {r.status for r in spark.table("fperm.perm_manifest").where("run_id = 'doomed-run'").collect()}
+    assert statuses == {"running", "failed"}
+    v = spark.table("fperm.perm_versions").first()
+    assert (v.status, v.last_run_status, v.last_complete_at is not None) == ("partial", "failed", True)
+    assert spark.table("fperm.perm_latest").count() == 300  # readers still get the last complete version
+
+
+def test_unsafe_settings_are_refused(spark, tiny_blob, tmp_path):
+    inp = write_input(tmp_path / "in", [1, 2], [[0.1] * 16, [0.2] * 16])
+    spark.conf.set("spark.sql.files.ignoreCorruptFiles", "true")
+    try:
+        with pytest.raises(UnsafeSettingError, match="ignoreCorruptFiles: expected not true"):
+            run_assign(spark, config(), tiny_blob, table="unsafe.t", input_path=str(inp), warehouse=str(tmp_path))
+    finally:
+        spark.conf.set("spark.sql.files.ignoreCorruptFiles", "false")
+    hconf = spark.sparkContext._jsc.hadoopConfiguration()
+    hconf.set("mapreduce.fileoutputcommitter.algorithm.version", "2")
+    try:
+        with pytest.raises(UnsafeSettingError, match="algorithm.version: expected not 2"):
+            run_assign(spark, config(), tiny_blob, table="unsafe.t", input_path=str(inp), warehouse=str(tmp_path))
+    finally:
+        hconf.set("mapreduce.fileoutputcommitter.algorithm.version", "1")
+    assert not spark.catalog.tableExists("unsafe.t")
