@@ -20,6 +20,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from . import staging
 from . import table as tb
 from .checkpoint import CheckpointBlob
 from .config import JobConfig, to_dict
@@ -110,6 +111,7 @@ def run_assign(spark: SparkSession, cfg: JobConfig, blob: CheckpointBlob, *, tab
     tb.ensure_table(spark, rejects_name, tb.REJECT_COLUMNS, ["model_version", "run_id"])
     tb.ensure_table(spark, manifest_name, tb.MANIFEST_COLUMNS, [])
     tb.create_views(spark, name)
+    res.details["input"] = input_path or input_table
     base_row = {"run_id": res.run_id, "model_version": version, "mode": mode, "started_at": started_at}
     tb.write_manifest(spark, manifest_name, {**base_row, "status": "running"})
     try:
@@ -134,6 +136,8 @@ def run_assign(spark: SparkSession, cfg: JobConfig, blob: CheckpointBlob, *, tab
         **base_row, "status": "complete", "finished_at": dt.datetime.now(dt.timezone.utc).replace(tzinfo=None),
         "rows_in": res.rows_in, "rows_out": res.rows_out, "rows_rejected": res.rows_rejected,
         "rows_new": res.rows_new, "details": res.details})
+    if "resume" in res.details:  # the run is complete: its staged codes are no longer needed
+        staging.clean(spark, res.details["resume"]["staging"])
     sc.setJobDescription(None)
     return res
 
@@ -147,7 +151,19 @@ def _pipeline(spark, cfg, blob, res, raw, df, name, rejects_name, levels, dim, s
         T.StructField(n, {"string": T.StringType(), "int64": T.LongType(), "int32": T.IntegerType()}[str(t_)])
         for n, t_ in output_fields(levels)])
     bc = spark.sparkContext.broadcast(blob)
-    coded = staged.mapInArrow(make_map_fn(bc, cfg.encode, cfg.plugin, "item_id", "embedding"), schema)
+    map_fn = make_map_fn(bc, cfg.encode, cfg.plugin, "item_id", "embedding")
+
+    def encode(frame: DataFrame) -> DataFrame:
+        return frame.mapInArrow(map_fn, schema)
+
+    if cfg.output.shards > 1:
+        fs = staging.Fs(spark)
+        root = staging.table_location(spark, name) + "_semid_staging"
+        settings = {"encode": to_dict(cfg.encode), "plugin": to_dict(cfg.plugin), "input": to_dict(cfg.input)}
+        fp = staging.fingerprint(fs, raw, str(res.details.get("input")), res.model_version, settings, cfg.output.shards)
+        coded, res.details["resume"] = staging.encode_sharded(spark, staged, encode, cfg.output.shards, root, fp, step)
+    else:
+        coded = encode(staged)
     c = tb.classify_duplicates(coded).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         step("encoding: validating and assigning codes to every row")

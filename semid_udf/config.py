@@ -27,11 +27,11 @@ class ModelConfig:
     """Shape of the RQ-VAE. Stored in the checkpoint's config.json."""
 
     input_dim: int = 0  # 0: taken from the training data
-    hidden_dims: tuple[int, ...] = (512, 256, 128)
-    latent_dim: int = 32
-    levels: int = 4
-    codebook_size: int = 256
-    distance: str = "l2"
+    hidden_dims: tuple[int, ...] = (512, 256, 128)  # encoder layer widths (the decoder mirrors them)
+    latent_dim: int = 32  # width of the latent that the codebooks quantise
+    levels: int = 4  # codebook levels = codes per semantic ID (before the suffix)
+    codebook_size: int = 256  # codes per level; each code is in [0, codebook_size)
+    distance: str = "l2"  # distance for the nearest code (only l2)
 
     def validate(self) -> None:
         _positive(self, "latent_dim", "levels", "codebook_size")
@@ -47,14 +47,14 @@ class TrainConfig:
     """Fitting the RQ-VAE on a bounded sample collected to the driver."""
 
     sample_size: int = 200_000  # rows sampled from the input, at most
-    epochs: int = 20
-    batch_size: int = 1024
-    lr: float = 1e-3
+    epochs: int = 20  # passes over the sample
+    batch_size: int = 1024  # training batch rows
+    lr: float = 1e-3  # Adam learning rate
     beta: float = 0.25  # commitment weight
     ema_decay: float = 0.99  # codebook EMA update
     kmeans_iters: int = 20  # k-means(++) init of each level on the sample
     dead_code_steps: int = 50  # a code unused for this many steps is re-seeded
-    seed: int = 0
+    seed: int = 0  # seed for the sample, the init and the shuffling (deterministic for a seed and thread count)
     threads: int = 0  # torch threads on the driver; 0 = torch's default
 
     def validate(self) -> None:
@@ -99,8 +99,10 @@ class PluginConfig:
 
 @dataclass(frozen=True)
 class InputConfig:
-    id_col: str = "item_id"
-    embedding_col: str = "embedding"
+    """Where the item ids and embeddings are in the input table."""
+
+    id_col: str = "item_id"  # item id column (bigint, int or string, not null)
+    embedding_col: str = "embedding"  # embedding column (array<float> of model.input_dim)
     cast_double: bool = True  # accept array<double> by an explicit cast to array<float>
 
     def validate(self) -> None:
@@ -110,15 +112,18 @@ class InputConfig:
 
 @dataclass(frozen=True)
 class OutputConfig:
+    """The published table and the limits a run must meet."""
+
     mode: str = "full"  # full: replace this model version's partition; append: only new items
     arrow_batch: int = 8192  # spark.sql.execution.arrow.maxRecordsPerBatch (a multiple of micro_batch wastes nothing)
     files_per_version: int = 0  # output files per model version; 0 = Spark's shuffle partitions
     max_reject_rate: float = 0.05  # fail the run when more rows than this fraction are rejected
     max_bucket_size: int = 0  # items per code tuple; 0 = unlimited (reported in the manifest)
+    shards: int = 1  # >1: encode in this many item-id hash shards, each committed to staging, so a rerun resumes
 
     def validate(self) -> None:
         _choice("output.mode", self.mode, MODES)
-        _positive(self, "arrow_batch")
+        _positive(self, "arrow_batch", "shards")
         if self.files_per_version < 0 or self.max_bucket_size < 0:
             raise ConfigError("output.files_per_version and output.max_bucket_size must be >= 0")
         if not (0.0 <= self.max_reject_rate <= 1.0):

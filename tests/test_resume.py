@@ -1,0 +1,73 @@
+"""Driver killed mid-run, then rerun: committed shards are skipped, the table is exact."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.dataset as ds
+import pytest
+
+from .conftest import ROOT, clustered
+from .spark_helpers import write_input
+
+pytestmark = pytest.mark.spark
+BIN = Path(sys.executable).parent
+SHARDS = 6
+
+
+def assign(args, wh, **kw):
+    env = dict(os.environ, PYSPARK_PYTHON=sys.executable)
+    cmd = [str(BIN / "semid-assign"), *args, "--warehouse", str(wh)]
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, **kw)
+
+
+def rows(wh: Path):
+    t = ds.dataset(wh / "res.db" / "ids", format="parquet", partitioning="hive").to_table()
+    return t.drop_columns(["run_id"]).sort_by("item_id").to_pydict()
+
+
+def test_killed_driver_resumes_from_committed_shards(tiny_checkpoint, tmp_path):
+    x = clustered(600, 16, seed=51)
+    inp = write_input(tmp_path / "in", list(range(600)), [list(map(float, v)) for v in x], files=3)
+    args = ["--input", str(inp), "--checkpoint", str(tiny_checkpoint), "--table", "res.ids",
+            "--set", f"output.shards={SHARDS}"]
+    wh = tmp_path / "wh"
+    first = assign(args, wh)
+    staging_root = wh / "res.db" / "ids_semid_staging"
+    deadline = time.time() + 300
+    committed: list[Path] = []
+    while time.time() < deadline and first.poll() is None:
+        committed = sorted(staging_root.glob("*/shard=*/_SEMID_COMMITTED"))
+        if committed:
+            break
+        time.sleep(0.05)
+    assert committed, "no shard was committed before the run ended: " + (first.stderr.read() if first.poll() else "")
+    os.killpg(first.pid, signal.SIGKILL)  # the driver and its JVM, mid-run
+    first.wait()
+    done_before = sorted(int(p.parent.name.split("=")[1]) for p in staging_root.glob("*/shard=*/_SEMID_COMMITTED"))
+    assert 0 < len(done_before) < SHARDS
+    (staging_root / "0000deadbeef0000").mkdir()  # a killed run over another input: reported, not reused
+
+    second = assign(args, wh)
+    out, err = second.communicate(timeout=600)
+    assert second.returncode == 0, err[-3000:]
+    manifest = ds.dataset(wh / "res.db" / "ids_manifest", format="parquet").to_table().to_pylist()
+    complete = [m for m in manifest if m["status"] == "complete"]
+    assert len(complete) == 1
+    resume = json.loads(complete[0]["details"])["resume"]
+    assert resume["skipped"] == done_before  # committed shards were not recomputed
+    assert sorted(resume["skipped"] + resume["computed"]) == list(range(SHARDS))
+    assert resume["orphans"] == ["0000deadbeef0000"]
+    assert not Path(resume["staging"].removeprefix("file:")).exists()  # cleaned after the complete manifest
+    assert "0000deadbeef0000" in err
+
+    clean = assign(args[:-2], tmp_path / "wh_clean")  # one uninterrupted, unsharded run
+    _, err = clean.communicate(timeout=600)
+    assert clean.returncode == 0, err[-3000:]
+    assert rows(wh) == rows(tmp_path / "wh_clean")
