@@ -6,6 +6,16 @@ and follow the encoder by an exponential moving average of the residuals assigne
 ``dead_code_steps`` steps is re-seeded from a residual of the current batch, so codebooks
 do not collapse onto a few codes. Loss: reconstruction summed over dimensions (averaging it
 shrinks the gradient D times and is a known cause of collapse) + beta * commitment.
+
+After the encoder is trained, the codebooks are refined on the final latents of the whole
+sample (``REFINE_ITERS`` rounds of residual k-means: greedy encode as inference does, then
+each codebook becomes the mean of what the other levels leave of its items; codes left
+empty are re-seeded from the worst-reconstructed items). The EMA codebooks lag the encoder;
+refinement fits them to the latents that inference will actually see.
+
+What was measured and kept or dropped (``bench/quality.py``, ``bench/QUALITY.md``): the
+gradient through the quantiser (``grad``: straight-through or the rotation trick of Fifty
+et al. 2024) and the refinement are options of :func:`fit` so the bench can compare them.
 Deterministic for a seed and a thread count. No pyspark import here.
 """
 from __future__ import annotations
@@ -19,9 +29,12 @@ import numpy as np
 import torch
 
 from .config import ModelConfig, TrainConfig
-from .model import RQVAE
+from .model import RQVAE, ResidualQuantizer
 
 log = logging.getLogger(__name__)
+
+GRADS = ("ste", "rotation")
+REFINE_ITERS = 10  # default rounds of codebook refinement on the final latents (0 = off)
 
 
 def kmeans(x: torch.Tensor, k: int, iters: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -38,7 +51,6 @@ def kmeans(x: torch.Tensor, k: int, iters: int, gen: torch.Generator) -> tuple[t
         pick = int(torch.multinomial(d2 / total, 1, generator=gen)) if total > 0 else j % n
         centroids[j] = x[pick]
         d2 = torch.minimum(d2, ((x - centroids[j]) ** 2).sum(1))
-    from .model import ResidualQuantizer
 
     for _ in range(iters):
         idx = ResidualQuantizer.nearest(x, centroids)
@@ -89,11 +101,118 @@ class EmaCodebooks:
                 self.resets += k
 
 
+def rotate_to(z: torch.Tensor, zq: torch.Tensor) -> torch.Tensor:
+    """The rotation trick (Fifty et al. 2024): ``zq`` in value, gradient to ``z`` through a fixed
+    rotation and rescaling that maps ``z`` onto ``zq`` (straight-through copies it unchanged)."""
+    with torch.no_grad():
+        zn = z.norm(dim=1, keepdim=True).clamp(min=1e-12)
+        qn = zq.norm(dim=1, keepdim=True).clamp(min=1e-12)
+        e, q = z / zn, zq / qn
+        r = e + q
+        r = r / r.norm(dim=1, keepdim=True).clamp(min=1e-12)
+        scale = qn / zn
+    return scale * (z - 2 * (z * r).sum(1, keepdim=True) * r + 2 * (z * e).sum(1, keepdim=True) * q)
+
+
+def init_codebooks(model: RQVAE, data: torch.Tensor, iters: int, gen: torch.Generator) -> list[torch.Tensor]:
+    """k-means++ of each level on the residuals of the sample's latents; returns counts per level."""
+    counts = []
+    with torch.no_grad():
+        residual = model.encoder(data)
+        for level in range(model.cfg.levels):
+            c, cnt = kmeans(residual, model.cfg.codebook_size, iters, gen)
+            model.quantizer.codebooks[level] = c
+            counts.append(cnt)
+            residual = residual - c[model.quantizer.nearest(residual, c)]
+    return counts
+
+
+def train_epochs(model: RQVAE, data: torch.Tensor, cfg: TrainConfig, ema: EmaCodebooks, gen: torch.Generator,
+                 grad: str = "ste") -> list[dict[str, float]]:
+    """Adam on the encoder and decoder, EMA on the codebooks; returns per-epoch mean losses."""
+    if grad not in GRADS:
+        raise ValueError(f"grad: expected one of {GRADS}, got {grad!r}")
+    n = data.shape[0]
+    bs = min(cfg.batch_size, n)
+    opt = torch.optim.Adam([p for p in model.parameters()], lr=cfg.lr)
+    step, history, t0 = 0, [], time.perf_counter()
+    for epoch in range(cfg.epochs):
+        te = time.perf_counter()
+        perm = torch.randperm(n, generator=gen)
+        sums = np.zeros(3)
+        batches = 0
+        for start in range(0, n - bs + 1, bs):  # full batches only: every step sees the same shape
+            xb = data[perm[start:start + bs]]
+            z = model.encoder(xb)
+            codes, zq, residuals = model.quantizer(z)
+            z_q = rotate_to(z, zq) if grad == "rotation" else z + (zq - z).detach()
+            x_hat = model.decoder(z_q)
+            recon = ((x_hat - xb) ** 2).sum(1).mean()
+            commit = ((z - zq.detach()) ** 2).sum(1).mean()
+            loss = recon + cfg.beta * commit
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            ema.update(step, residuals, codes, gen)
+            sums += (loss.item(), recon.item(), commit.item())
+            batches += 1
+        loss, recon, commit = sums / max(batches, 1)
+        history.append({"epoch": epoch + 1, "loss": loss, "recon": recon, "commit": commit})
+        elapsed = time.perf_counter() - t0
+        log.info("epoch %d/%d  loss %.4f  recon %.4f  commit %.4f  (%.1fs, eta %.0fs, %d code resets so far)",
+                 epoch + 1, cfg.epochs, loss, recon, commit, time.perf_counter() - te,
+                 elapsed / (epoch + 1) * (cfg.epochs - epoch - 1), ema.resets)
+    return history
+
+
+@torch.no_grad()
+def refine_codebooks(model: RQVAE, z: torch.Tensor, iters: int) -> dict[str, Any]:
+    """Residual k-means on fixed latents ``z``: encode greedily (as inference does), then set each
+    code to the mean of what the other levels leave of its items; empty codes take the items
+    reconstructed worst. Keeps a round only if it lowers the latent error."""
+    q = model.quantizer
+    cb = q.codebooks
+    L, K, _ = cb.shape
+
+    def error(codes: torch.Tensor) -> float:
+        return float(((z - q.decode_codes(codes)) ** 2).sum(1).mean())
+
+    codes, _, _ = q(z)
+    best, start, reseeded, rounds = error(codes), None, 0, 0
+    start = best
+    for _ in range(iters):
+        old = cb.clone()
+        recon = q.decode_codes(codes)
+        for level in range(L):
+            own = cb[level][codes[:, level]]
+            target = z - recon + own  # what the other levels leave for this one
+            counts = torch.bincount(codes[:, level], minlength=K)
+            sums = torch.zeros_like(cb[level]).index_add_(0, codes[:, level], target)
+            used = counts > 0
+            cb[level][used] = sums[used] / counts[used, None].to(z.dtype)
+            if (~used).any():
+                worst = ((target - cb[level][codes[:, level]]) ** 2).sum(1).topk(int((~used).sum())).indices
+                cb[level][~used] = target[worst]
+                reseeded += int((~used).sum())
+            recon = recon - own + cb[level][codes[:, level]]
+        new_codes, _, _ = q(z)
+        err = error(new_codes)
+        if err >= best:
+            cb.copy_(old)
+            break
+        best, codes, rounds = err, new_codes, rounds + 1
+    log.info("codebook refinement: latent error %.5f -> %.5f in %d rounds (%d empty codes re-seeded)",
+             start, best, rounds, reseeded)
+    return {"latent_error_before": start, "latent_error_after": best, "rounds": rounds, "reseeded": reseeded}
+
+
 def utilisation(codes: np.ndarray, codebook_size: int) -> list[float]:
     return [len(np.unique(codes[:, level])) / codebook_size for level in range(codes.shape[1])]
 
 
-def fit(x: np.ndarray, model_cfg: ModelConfig, cfg: TrainConfig) -> tuple[RQVAE, dict[str, Any]]:
+def fit(x: np.ndarray, model_cfg: ModelConfig, cfg: TrainConfig, *, grad: str = "ste",
+        refine_iters: int = REFINE_ITERS) -> tuple[RQVAE, dict[str, Any]]:
     """Fit an RQ-VAE on ``x`` (float32 [n, D]); return the model and training metadata."""
     if x.ndim != 2 or x.dtype != np.float32:
         raise ValueError(f"training data: expected float32 [n, D], got {x.dtype} {list(x.shape)}")
@@ -110,44 +229,17 @@ def fit(x: np.ndarray, model_cfg: ModelConfig, cfg: TrainConfig) -> tuple[RQVAE,
     n = data.shape[0]
     bs = min(cfg.batch_size, n)
 
-    with torch.no_grad():  # k-means++ init of each level on the sample's latents
-        residual = model.encoder(data)
-        counts = []
-        for level in range(model_cfg.levels):
-            c, cnt = kmeans(residual, model_cfg.codebook_size, cfg.kmeans_iters, gen)
-            model.quantizer.codebooks[level] = c
-            counts.append(cnt)
-            residual = residual - c[model.quantizer.nearest(residual, c)]
+    counts = init_codebooks(model, data, cfg.kmeans_iters, gen)
     log.info("k-means init of %d levels on %d rows in %.1fs", model_cfg.levels, n, time.perf_counter() - t0)
-
     ema = EmaCodebooks(model, counts, bs / n, cfg)
-    opt = torch.optim.Adam([p for p in model.parameters()], lr=cfg.lr)
-    step, history = 0, []
-    for epoch in range(cfg.epochs):
-        te = time.perf_counter()
-        perm = torch.randperm(n, generator=gen)
-        sums = np.zeros(3)
-        batches = 0
-        for start in range(0, n - bs + 1, bs):  # full batches only: every step sees the same shape
-            xb = data[perm[start:start + bs]]
-            out = model(xb)
-            recon = ((out["x_hat"] - xb) ** 2).sum(1).mean()
-            commit = ((out["z"] - out["zq"].detach()) ** 2).sum(1).mean()
-            loss = recon + cfg.beta * commit
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            ema.update(step, out["residuals"], out["codes"], gen)
-            sums += (loss.item(), recon.item(), commit.item())
-            batches += 1
-        loss, recon, commit = sums / max(batches, 1)
-        history.append({"epoch": epoch + 1, "loss": loss, "recon": recon, "commit": commit})
-        log.info("epoch %d/%d  loss %.4f  recon %.4f  commit %.4f  (%.1fs, %d code resets so far)",
-                 epoch + 1, cfg.epochs, loss, recon, commit, time.perf_counter() - te, ema.resets)
+    history = train_epochs(model, data, cfg, ema, gen, grad=grad)
 
     model.eval()
-    codes = model.encode(data).numpy()
+    with torch.no_grad():
+        z = torch.cat([model.encoder(data[s:s + 8192]) for s in range(0, n, 8192)])
+    refine = refine_codebooks(model, z, refine_iters) if refine_iters > 0 else {}
+    with torch.no_grad():
+        codes = torch.cat([model.quantizer(z[s:s + 8192])[0] for s in range(0, n, 8192)]).numpy()
     util = utilisation(codes, model_cfg.codebook_size)
     unique = len(np.unique(codes, axis=0)) / n
     meta = {
@@ -159,7 +251,9 @@ def fit(x: np.ndarray, model_cfg: ModelConfig, cfg: TrainConfig) -> tuple[RQVAE,
         "beta": cfg.beta,
         "ema_decay": cfg.ema_decay,
         "dead_code_steps": cfg.dead_code_steps,
+        "grad": grad,
         "code_resets": ema.resets,
+        "refinement": refine,
         "fit_seconds": round(time.perf_counter() - t0, 2),
         "utilisation_per_level": [round(u, 4) for u in util],
         "unique_rate_on_sample": round(unique, 4),

@@ -1,5 +1,6 @@
 """Training: usable codes, determinism for a seed."""
 import numpy as np
+import pytest
 
 from semid_udf.checkpoint import save_checkpoint
 from semid_udf.config import ModelConfig, TrainConfig
@@ -31,3 +32,53 @@ def test_training_uses_the_codebooks():
     model, meta = fit(x, MODEL, TRAIN)
     assert min(meta["utilisation_per_level"]) > 0.9
     assert meta["unique_rate_on_sample"] * 4000 > 150  # distinct tuples, of 16 x 16 = 256 possible
+
+
+def test_a_collapsed_codebook_is_reseeded_by_training():
+    import torch
+
+    from semid_udf.model import RQVAE
+    from semid_udf.train import EmaCodebooks, train_epochs
+
+    x = clustered(4000, 12, seed=4, centers=200)
+    cfg = TrainConfig(epochs=3, batch_size=128, dead_code_steps=5, seed=2, threads=1)
+    model = RQVAE(ModelConfig(**{**MODEL.__dict__, "input_dim": 12}))
+    with torch.no_grad():  # collapse: code 0 at the origin, the 15 others far away where no item goes
+        model.quantizer.codebooks.fill_(1000.0)
+        model.quantizer.codebooks[:, 0] = 0.0
+    data = torch.from_numpy(x)
+    before = utilisation(model.encode(data).numpy(), 16)
+    counts = [torch.zeros(16) for _ in range(2)]
+    ema = EmaCodebooks(model, counts, 128 / 4000, cfg)
+    train_epochs(model, data, cfg, ema, torch.Generator().manual_seed(2))
+    after = utilisation(model.encode(data).numpy(), 16)
+    assert ema.resets > 0
+    assert before == [1 / 16, 1 / 16]
+    assert min(after) > 0.9
+
+
+def test_rotation_trick_gives_zq_in_value_and_a_gradient_to_z():
+    import torch
+
+    from semid_udf.train import rotate_to
+
+    z = torch.randn(5, 4, requires_grad=True)
+    zq = torch.randn(5, 4)
+    out = rotate_to(z, zq)
+    assert torch.allclose(out, zq, atol=1e-5)
+    out.sum().backward()
+    assert z.grad is not None and z.grad.abs().sum() > 0
+
+
+def test_refinement_never_raises_the_latent_error():
+    import torch
+
+    from semid_udf.train import refine_codebooks
+
+    x = clustered(3000, 12, seed=9, centers=100)
+    model, _ = fit(x, MODEL, TrainConfig(**{**TRAIN.__dict__, "epochs": 1}), refine_iters=0)
+    z = model.encoder(torch.from_numpy(x)).detach()
+    r = refine_codebooks(model, z, 5)
+    assert r["latent_error_after"] <= r["latent_error_before"]
+    codes, zq, _ = model.quantizer(z)
+    assert float(((z - zq) ** 2).sum(1).mean()) == pytest.approx(r["latent_error_after"], rel=1e-4)

@@ -1,0 +1,250 @@
+"""How good are the semantic IDs of a checkpoint on a set of embeddings? Numbers and plots.
+
+Everything works on plain arrays (codes ``int[n, L]``, vectors ``float32[n, d]``), so the
+same functions score semid's RQ-VAE and any other quantiser (the bench compares residual
+k-means and FAISS on them):
+
+- per level: codes used / K (utilisation), dead codes, perplexity (``exp`` of the entropy
+  of the code distribution; K when every code is equally used);
+- unique-ID rate before the suffix (distinct code tuples / items), the largest bucket and
+  the bucket-size distribution (a bucket is the set of items sharing a whole code tuple);
+- reconstruction error, in latent space (``||z - zq||^2``) and input space
+  (``||x - decoder(zq)||^2``), absolute and relative to the mean squared norm;
+- semantic coherence: for each item of a sample, its exact nearest neighbour by cosine among
+  the other sampled items, and how often the two share the first code and the first two
+  codes, against chance (two distinct random items of the sample sharing that prefix).
+
+No pyspark import here; matplotlib is imported only to draw.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+
+def level_stats(codes: np.ndarray, codebook_size: int) -> list[dict[str, Any]]:
+    """Per level: used codes, utilisation, dead codes, perplexity, largest code's share."""
+    codes = _check_codes(codes, codebook_size)
+    out = []
+    for level in range(codes.shape[1]):
+        counts = np.bincount(codes[:, level], minlength=codebook_size)
+        p = counts[counts > 0] / counts.sum()
+        used = int((counts > 0).sum())
+        out.append({
+            "level": level,
+            "used": used,
+            "utilisation": used / codebook_size,
+            "dead": codebook_size - used,
+            "perplexity": float(np.exp(-(p * np.log(p)).sum())),
+            "largest_code_share": float(counts.max() / counts.sum()),
+        })
+    return out
+
+
+def utilisation(codes: np.ndarray, codebook_size: int) -> list[float]:
+    return [s["utilisation"] for s in level_stats(codes, codebook_size)]
+
+
+def bucket_sizes(codes: np.ndarray) -> np.ndarray:
+    """Items per distinct code tuple (one entry per bucket, unordered)."""
+    codes = np.asarray(codes)
+    if codes.ndim != 2 or codes.shape[0] == 0:
+        raise ValueError(f"codes: expected a non-empty [n, levels] matrix, got shape {list(codes.shape)}")
+    _, counts = np.unique(codes, axis=0, return_counts=True)
+    return counts
+
+
+def unique_rate(codes: np.ndarray) -> float:
+    """Distinct code tuples / items: 1.0 when no two items share an ID before the suffix."""
+    return len(bucket_sizes(codes)) / len(codes)
+
+
+def bucket_stats(codes: np.ndarray) -> dict[str, Any]:
+    sizes = bucket_sizes(codes)
+    n = int(sizes.sum())
+    values, how_many = np.unique(sizes, return_counts=True)
+    return {
+        "items": n,
+        "buckets": int(len(sizes)),
+        "unique_rate": len(sizes) / n,
+        "largest_bucket": int(sizes.max()),
+        "items_sharing_an_id": int(sizes[sizes > 1].sum()),
+        "mean_bucket_size": n / len(sizes),
+        "p99_bucket_size": float(np.percentile(sizes, 99)),
+        # bucket size -> number of buckets of that size (JSON keys are strings)
+        "bucket_size_histogram": {str(int(v)): int(c) for v, c in zip(values, how_many)},
+    }
+
+
+def prefix_share_chance(codes: np.ndarray, depth: int) -> float:
+    """Probability that two distinct items drawn at random share their first ``depth`` codes."""
+    n = len(codes)
+    if n < 2:
+        raise ValueError(f"chance of sharing a prefix needs at least 2 items, got {n}")
+    _, c = np.unique(np.asarray(codes)[:, :depth], axis=0, return_counts=True)
+    c = c.astype(np.float64)
+    return float((c * (c - 1)).sum() / (n * (n - 1)))
+
+
+def nearest_neighbours(x: np.ndarray, block: int = 2048) -> np.ndarray:
+    """Exact nearest neighbour by cosine of each row among the other rows (ties: lowest index)."""
+    v = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    v = v / v.norm(dim=1, keepdim=True).clamp(min=1e-12)
+    n = v.shape[0]
+    out = np.empty(n, dtype=np.int64)
+    with torch.inference_mode():
+        for start in range(0, n, block):
+            sim = v[start:start + block] @ v.t()
+            rows = torch.arange(sim.shape[0])
+            sim[rows, rows + start] = -float("inf")  # not its own neighbour
+            out[start:start + block] = sim.argmax(dim=1).numpy()
+    return out
+
+
+def coherence(x: np.ndarray, codes: np.ndarray, sample: int = 20_000, seed: int = 0,
+              depths: tuple[int, ...] = (1, 2)) -> dict[str, Any]:
+    """How often an item's exact cosine nearest neighbour (within a sample) shares its code prefix."""
+    codes = np.asarray(codes)
+    if len(x) != len(codes):
+        raise ValueError(f"coherence: {len(x)} vectors but {len(codes)} code rows")
+    rng = np.random.default_rng(seed)
+    idx = np.sort(rng.choice(len(x), size=min(sample, len(x)), replace=False))
+    xs, cs = x[idx], codes[idx]
+    nn = nearest_neighbours(xs)
+    out: dict[str, Any] = {"sample": int(len(idx))}
+    for d in depths:
+        if d > codes.shape[1]:
+            continue
+        share = float((cs[:, :d] == cs[nn, :d]).all(axis=1).mean())
+        chance = prefix_share_chance(cs, d)
+        out[f"nn_shares_first_{d}"] = share
+        out[f"chance_first_{d}"] = chance
+        out[f"lift_first_{d}"] = share / chance if chance > 0 else float("inf")
+    return out
+
+
+def reconstruction(model: torch.nn.Module, x: np.ndarray, batch: int = 4096) -> dict[str, float]:
+    """Latent and input-space squared errors of semid's RQ-VAE (per item, summed over dims)."""
+    lat_err = lat_norm = in_err = in_norm = 0.0
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, len(x), batch):
+            xb = torch.from_numpy(np.ascontiguousarray(x[start:start + batch], dtype=np.float32))
+            z = model.encoder(xb)
+            _, zq, _ = model.quantizer(z)
+            x_hat = model.decoder(zq)
+            lat_err += float(((z - zq) ** 2).sum())
+            lat_norm += float((z ** 2).sum())
+            in_err += float(((xb - x_hat) ** 2).sum())
+            in_norm += float((xb ** 2).sum())
+    n = len(x)
+    return {"latent_mse": lat_err / n, "latent_relative": lat_err / lat_norm,
+            "input_mse": in_err / n, "input_relative": in_err / in_norm}
+
+
+def latents(model: torch.nn.Module, x: np.ndarray, batch: int = 4096) -> np.ndarray:
+    with torch.inference_mode():
+        return np.concatenate([model.encoder(torch.from_numpy(np.ascontiguousarray(x[s:s + batch]))).numpy()
+                               for s in range(0, len(x), batch)])
+
+
+def code_report(codes: np.ndarray, codebook_size: int, x: np.ndarray | None = None,
+                nn_sample: int = 20_000, seed: int = 0) -> dict[str, Any]:
+    """Every metric that needs only the codes (and the input vectors, for coherence)."""
+    rep: dict[str, Any] = {
+        "items": int(len(codes)),
+        "levels": int(codes.shape[1]),
+        "codebook_size": int(codebook_size),
+        "per_level": level_stats(codes, codebook_size),
+        "buckets": bucket_stats(codes),
+    }
+    rep["unique_rate"] = rep["buckets"]["unique_rate"]
+    rep["min_utilisation"] = min(s["utilisation"] for s in rep["per_level"])
+    if x is not None:
+        rep["coherence"] = coherence(x, codes, sample=nn_sample, seed=seed)
+    return rep
+
+
+def checkpoint_report(model: torch.nn.Module, codes: np.ndarray, x: np.ndarray, nn_sample: int = 20_000,
+                      seed: int = 0) -> dict[str, Any]:
+    """The full report of a semid RQ-VAE over ``x`` whose codes (as published) are ``codes``."""
+    rep = code_report(codes, model.cfg.codebook_size, x, nn_sample=nn_sample, seed=seed)
+    rep["reconstruction"] = reconstruction(model, x)
+    return rep
+
+
+def targets(rep: dict[str, Any], min_util: float = 0.95, min_unique: float = 0.99, min_lift: float = 5.0) -> dict[str, bool]:
+    """The issue's acceptance targets that a report alone can decide."""
+    out = {"every_level_utilisation": rep["min_utilisation"] >= min_util, "unique_rate": rep["unique_rate"] >= min_unique}
+    if "coherence" in rep:
+        out["first_code_lift"] = rep["coherence"]["lift_first_1"] >= min_lift
+    return out
+
+
+def write_json(rep: dict[str, Any], path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(rep, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def plot(codes: np.ndarray, codebook_size: int, out_dir: str | Path, title: str = "") -> list[Path]:
+    """``code_usage.png`` (items per code, sorted, one line per level) and ``bucket_sizes.png``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    codes = _check_codes(codes, codebook_size)
+    paths = []
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for level in range(codes.shape[1]):
+        counts = np.sort(np.bincount(codes[:, level], minlength=codebook_size))[::-1]
+        used = int((counts > 0).sum())
+        ax.plot(np.arange(codebook_size), counts, label=f"level {level}: {used}/{codebook_size} used")
+    ax.axhline(len(codes) / codebook_size, color="grey", ls=":", label="uniform")
+    ax.set_yscale("symlog", linthresh=1)
+    ax.set_xlabel("code rank (most used first)")
+    ax.set_ylabel("items")
+    ax.set_title(f"{title} code usage per level".strip())
+    ax.legend()
+    fig.tight_layout()
+    paths.append(out_dir / "code_usage.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+
+    sizes = bucket_sizes(codes)
+    values, how_many = np.unique(sizes, return_counts=True)
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    ax.bar([str(int(v)) for v in values], how_many * values)
+    ax.set_yscale("log")
+    ax.set_xlabel("bucket size (items sharing a whole code tuple)")
+    ax.set_ylabel("items in buckets of that size")
+    ax.set_title(f"{title} bucket sizes: unique-ID rate {len(sizes) / len(codes):.4f}, "
+                 f"largest bucket {int(sizes.max())}".strip())
+    fig.tight_layout()
+    paths.append(out_dir / "bucket_sizes.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+    return paths
+
+
+def _check_codes(codes: np.ndarray, codebook_size: int) -> np.ndarray:
+    codes = np.asarray(codes)
+    if codes.ndim != 2 or codes.shape[0] == 0:
+        raise ValueError(f"codes: expected a non-empty [n, levels] matrix, got shape {list(codes.shape)}")
+    if not np.issubdtype(codes.dtype, np.integer):
+        raise ValueError(f"codes: expected integers, got {codes.dtype}")
+    if codes.min() < 0 or codes.max() >= codebook_size:
+        raise ValueError(f"codes: expected values in [0, {codebook_size}), got [{codes.min()}, {codes.max()}]")
+    return codes.astype(np.int64, copy=False)

@@ -1,0 +1,81 @@
+"""Quality metrics on hand-built code tables, where the right answer is known."""
+import json
+
+import numpy as np
+import pytest
+
+from semid_udf import quality
+
+# 6 items, 2 levels, K = 4. Tuples: (0,1) x2, (0,2), (3,2) x3.
+CODES = np.array([[0, 1], [0, 1], [0, 2], [3, 2], [3, 2], [3, 2]])
+
+
+def test_level_stats_on_a_hand_built_table():
+    s = quality.level_stats(CODES, 4)
+    assert [x["used"] for x in s] == [2, 2]
+    assert [x["utilisation"] for x in s] == [0.5, 0.5]
+    assert [x["dead"] for x in s] == [2, 2]
+    assert s[0]["perplexity"] == pytest.approx(2.0)  # 3 and 3 items: two equally used codes
+    p = np.array([2, 4]) / 6
+    assert s[1]["perplexity"] == pytest.approx(np.exp(-(p * np.log(p)).sum()))
+    assert s[1]["largest_code_share"] == pytest.approx(4 / 6)
+
+
+def test_unique_rate_and_buckets_on_a_hand_built_table():
+    assert quality.unique_rate(CODES) == pytest.approx(3 / 6)
+    b = quality.bucket_stats(CODES)
+    assert b["buckets"] == 3 and b["largest_bucket"] == 3
+    assert b["items_sharing_an_id"] == 5
+    assert b["bucket_size_histogram"] == {"1": 1, "2": 1, "3": 1}
+    assert quality.unique_rate(np.arange(10).reshape(5, 2)) == 1.0
+
+
+def test_chance_of_sharing_a_prefix():
+    # first code: groups of 3 and 3 -> (3*2 + 3*2) / (6*5) = 0.4; both codes: (2*1 + 3*2) / 30
+    assert quality.prefix_share_chance(CODES, 1) == pytest.approx(12 / 30)
+    assert quality.prefix_share_chance(CODES, 2) == pytest.approx(8 / 30)
+
+
+def test_codes_out_of_range_are_refused():
+    with pytest.raises(ValueError, match=r"\[0, 2\)"):
+        quality.level_stats(CODES, 2)
+
+
+def test_nearest_neighbours_are_exact_and_never_self():
+    x = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 1], [-1, 0.05]], dtype=np.float32)
+    nn = quality.nearest_neighbours(x, block=2)
+    assert nn.tolist() == [1, 0, 3, 2, 2]
+
+
+def test_coherence_counts_neighbours_sharing_the_prefix():
+    # two tight pairs in different directions; codes put each pair under one first code
+    x = np.array([[1, 0], [0.99, 0.01], [0, 1], [0.01, 0.99]], dtype=np.float32)
+    good = np.array([[0, 0], [0, 1], [1, 0], [1, 1]])
+    bad = np.array([[0, 0], [1, 1], [0, 0], [1, 1]])
+    c = quality.coherence(x, good, sample=4)
+    assert c["nn_shares_first_1"] == 1.0 and c["nn_shares_first_2"] == 0.0
+    assert c["chance_first_1"] == pytest.approx(4 / 12)
+    assert c["lift_first_1"] == pytest.approx(3.0)
+    assert quality.coherence(x, bad, sample=4)["nn_shares_first_1"] == 0.0
+
+
+def test_report_of_a_checkpoint_writes_json_and_plots(tiny_checkpoint, tmp_path):
+    from semid_udf.checkpoint import load_checkpoint
+    from semid_udf.encode import encode_array
+
+    from .conftest import clustered
+
+    model, blob = load_checkpoint(tiny_checkpoint)
+    x = clustered(2000, 16, seed=5)
+    codes = encode_array(blob, x)
+    rep = quality.checkpoint_report(model, codes, x, nn_sample=500)
+    assert rep["items"] == 2000 and len(rep["per_level"]) == 3
+    r = rep["reconstruction"]
+    assert 0 < r["latent_relative"] < 1 and r["input_mse"] > 0
+    # coherence on clustered data: neighbours share first codes far above chance
+    assert rep["coherence"]["lift_first_1"] > 2
+    path = quality.write_json(rep, tmp_path / "report.json")
+    assert json.loads(path.read_text())["unique_rate"] == rep["unique_rate"]
+    pngs = quality.plot(codes, 16, tmp_path)
+    assert [p.name for p in pngs] == ["code_usage.png", "bucket_sizes.png"]
+    assert all(p.read_bytes()[:4] == b"\x89PNG" for p in pngs)
