@@ -108,6 +108,34 @@ def nearest_neighbours(x: np.ndarray, block: int = 2048) -> np.ndarray:
     return out
 
 
+def collision_similarity(x: np.ndarray, codes: np.ndarray) -> dict[str, Any]:
+    """Cosine between the first two items (by row) of each bucket holding more than one item.
+
+    Shows what the collisions are: near-duplicate inputs (cosine near 1), which no quantiser
+    of this size separates, or distinct items that the codes failed to tell apart."""
+    codes = np.asarray(codes)
+    _, inverse, counts = np.unique(codes, axis=0, return_inverse=True, return_counts=True)
+    inverse = inverse.reshape(-1)
+    order = np.argsort(inverse, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    multi = counts > 1
+    if not multi.any():
+        return {"colliding_buckets": 0}
+    a, b = order[starts[multi]], order[starts[multi] + 1]
+    xa, xb = x[a], x[b]
+    cos = (xa * xb).sum(1) / (np.linalg.norm(xa, axis=1) * np.linalg.norm(xb, axis=1)).clip(min=1e-12)
+    return {"colliding_buckets": int(multi.sum()), "median_cosine": float(np.median(cos)),
+            "share_cosine_ge_0.95": float((cos >= 0.95).mean()), "share_cosine_ge_0.9": float((cos >= 0.9).mean())}
+
+
+def nn_similarity(x: np.ndarray, nn: np.ndarray) -> dict[str, float]:
+    """How close the nearest neighbours are: near-duplicates in the data bound the unique rate."""
+    v = x / np.linalg.norm(x, axis=1, keepdims=True).clip(min=1e-12)
+    cos = (v * v[nn]).sum(1)
+    return {"nn_cosine_median": float(np.median(cos)), "nn_cosine_ge_0.95": float((cos >= 0.95).mean()),
+            "nn_cosine_ge_0.99": float((cos >= 0.99).mean())}
+
+
 def coherence(x: np.ndarray, codes: np.ndarray, sample: int = 20_000, seed: int = 0,
               depths: tuple[int, ...] = (1, 2)) -> dict[str, Any]:
     """How often an item's exact cosine nearest neighbour (within a sample) shares its code prefix."""
@@ -118,7 +146,7 @@ def coherence(x: np.ndarray, codes: np.ndarray, sample: int = 20_000, seed: int 
     idx = np.sort(rng.choice(len(x), size=min(sample, len(x)), replace=False))
     xs, cs = x[idx], codes[idx]
     nn = nearest_neighbours(xs)
-    out: dict[str, Any] = {"sample": int(len(idx))}
+    out: dict[str, Any] = {"sample": int(len(idx)), **nn_similarity(xs, nn)}
     for d in depths:
         if d > codes.shape[1]:
             continue
@@ -169,6 +197,7 @@ def code_report(codes: np.ndarray, codebook_size: int, x: np.ndarray | None = No
     rep["min_utilisation"] = min(s["utilisation"] for s in rep["per_level"])
     if x is not None:
         rep["coherence"] = coherence(x, codes, sample=nn_sample, seed=seed)
+        rep["buckets"]["collisions"] = collision_similarity(x, codes)
     return rep
 
 
@@ -226,7 +255,10 @@ def plot(codes: np.ndarray, codebook_size: int, out_dir: str | Path, title: str 
     sizes = bucket_sizes(codes)
     values, how_many = np.unique(sizes, return_counts=True)
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    ax.bar([str(int(v)) for v in values], how_many * values)
+    pos = np.arange(len(values))
+    ax.bar(pos, how_many * values)
+    step = max(1, len(values) // 20)
+    ax.set_xticks(pos[::step], [str(int(v)) for v in values[::step]])
     ax.set_yscale("log")
     ax.set_xlabel("bucket size (items sharing a whole code tuple)")
     ax.set_ylabel("items in buckets of that size")

@@ -79,3 +79,12 @@ def test_report_of_a_checkpoint_writes_json_and_plots(tiny_checkpoint, tmp_path)
     pngs = quality.plot(codes, 16, tmp_path)
     assert [p.name for p in pngs] == ["code_usage.png", "bucket_sizes.png"]
     assert all(p.read_bytes()[:4] == b"\x89PNG" for p in pngs)
+
+
+def test_collision_similarity_looks_at_items_sharing_an_id():
+    x = np.array([[1, 0], [1, 0.01], [0, 1], [1, 1], [-1, 0]], dtype=np.float32)
+    codes = np.array([[0, 0], [0, 0], [1, 1], [1, 1], [2, 0]])
+    c = quality.collision_similarity(x, codes)
+    assert c["colliding_buckets"] == 2
+    assert c["share_cosine_ge_0.95"] == 0.5  # items 0 and 1 are near-duplicates; 2 and 3 are not
+    assert quality.collision_similarity(x, np.arange(10).reshape(5, 2)) == {"colliding_buckets": 0}

@@ -1,0 +1,224 @@
+"""Quality bench: semid's RQ-VAE vs plain residual k-means vs FAISS ResidualQuantizer, 4 x 256.
+
+On real sentence embeddings (``bench/make_data.py``: docstring sentences of the standard
+library and common packages, embedded by all-MiniLM-L6-v2, 384-d). Every method is fitted
+and scored on the same rows with ``semid_udf.quality``:
+
+- ``rqvae-<grad>``: semid's RQ-VAE with the default model and training config (``fit``),
+  codes as inference makes them, for each gradient estimator (straight-through, rotation
+  trick); ``-norefine``: the same model before the codebook refinement;
+- ``rkmeans``: residual k-means on the raw embeddings (no encoder), the same k-means++ and
+  Lloyd iterations as semid's codebook init;
+- ``faiss_rq_latent``: FAISS ``ResidualQuantizer`` (beam 5) on the RQ-VAE's latents, the
+  baseline for the latent reconstruction target (input error through semid's decoder);
+- ``faiss_rq_input``: FAISS RQ (beam 5) on the raw embeddings.
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/make_data.py --rows 220000
+    OMP_NUM_THREADS=1 .venv/bin/python bench/quality.py [--rows 220000] [--grads ste,rotation]
+
+Writes ``bench/out/quality/results.json``, ``results.md`` (the table for QUALITY.md) and the
+plots of each method under ``bench/out/quality/<method>/``. Single-threaded by default.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+DATA = ROOT / "bench" / "data" / "minilm.npy"
+OUT = ROOT / "bench" / "out" / "quality"
+log = logging.getLogger("bench.quality")
+
+GRADS = ("ste", "rotation")  # gradient through the quantiser (semid_udf.train.fit's ``grad``)
+
+
+def score(name: str, codes: np.ndarray, x: np.ndarray, fit_s: float, recon: dict, args) -> dict:
+    from semid_udf import quality
+
+    rep = quality.code_report(codes, 256, x, nn_sample=args.nn_sample, seed=0)
+    rep.update(method=name, fit_seconds=round(fit_s, 1), reconstruction=recon, targets=quality.targets(rep))
+    quality.plot(codes, 256, OUT / name, title=name)
+    c = rep["coherence"]
+    log.info("%-22s util %s unique %.4f largest %d  recon %s  nn-first %.3f (%.1fx) first-two %.3f (%.1fx)  fit %.0fs",
+             name, [round(s["utilisation"], 3) for s in rep["per_level"]], rep["unique_rate"],
+             rep["buckets"]["largest_bucket"], {k: round(v, 5) for k, v in recon.items()},
+             c["nn_shares_first_1"], c["lift_first_1"], c["nn_shares_first_2"], c["lift_first_2"], fit_s)
+    return rep
+
+
+def decode_input(model, z: np.ndarray) -> np.ndarray:
+    import torch
+
+    with torch.inference_mode():
+        return np.concatenate([model.decoder(torch.from_numpy(z[s:s + 8192])).numpy() for s in range(0, len(z), 8192)])
+
+
+def errors(x: np.ndarray, x_hat: np.ndarray, z: np.ndarray | None = None, z_hat: np.ndarray | None = None) -> dict:
+    out = {}
+    if z is not None:
+        e = float(((z - z_hat) ** 2).sum())
+        out.update(latent_mse=e / len(z), latent_relative=e / float((z ** 2).sum()))
+    e = float(((x - x_hat) ** 2).sum())
+    out.update(input_mse=e / len(x), input_relative=e / float((x ** 2).sum()))
+    return out
+
+
+def run_rqvae(x: np.ndarray, grad: str, args) -> tuple[list[dict], object]:
+    """Train once with ``grad``; score the codebooks as trained (EMA only) and after refinement.
+
+    ``fit(refine_iters=0)`` then ``refine_codebooks`` is exactly what ``fit`` does by default."""
+    import torch
+
+    from semid_udf.checkpoint import read_checkpoint, save_checkpoint
+    from semid_udf.config import JobConfig
+    from semid_udf.encode import CodeEncoder
+    from semid_udf.quality import latents, reconstruction
+    from semid_udf.train import REFINE_ITERS, fit, refine_codebooks
+
+    cfg = JobConfig()
+    train_cfg = replace(cfg.train, threads=args.threads, epochs=args.epochs, sample_size=len(x))
+    t0 = time.perf_counter()
+    model, meta = fit(x, cfg.model, train_cfg, grad=grad, refine_iters=0)
+    fit_s = time.perf_counter() - t0
+    reports = []
+    for refined in (False, True):
+        name = f"rqvae-{grad}" + ("" if refined else "-norefine")
+        if refined:
+            t1 = time.perf_counter()
+            meta["refinement"] = refine_codebooks(model, torch.from_numpy(latents(model, x)), REFINE_ITERS)
+            fit_s += time.perf_counter() - t1
+        ck = OUT / name / "checkpoint"
+        save_checkpoint(model, model.cfg, ck, training=meta)
+        codes = CodeEncoder(read_checkpoint(ck), replace(cfg.encode, threads=args.threads), cfg.plugin)(x)  # as assign does
+        rep = score(name, codes, x, fit_s, reconstruction(model, x), args)
+        rep["training"] = {k: v for k, v in meta.items() if k != "history"}
+        reports.append(rep)
+    torch.set_num_threads(args.threads)
+    return reports, model
+
+
+def run_rkmeans(x: np.ndarray, args) -> dict:
+    import torch
+
+    from semid_udf.model import ResidualQuantizer
+    from semid_udf.train import kmeans
+
+    gen = torch.Generator().manual_seed(0)
+    t0 = time.perf_counter()
+    r = torch.from_numpy(x.copy())
+    books = []
+    for _ in range(4):
+        c, _ = kmeans(r, 256, args.kmeans_iters, gen)
+        books.append(c)
+        r = r - c[ResidualQuantizer.nearest(r, c)]
+    fit_s = time.perf_counter() - t0
+    q = ResidualQuantizer(4, 256, x.shape[1])
+    q.codebooks.copy_(torch.stack(books))
+    with torch.no_grad():
+        codes, xq, _ = q(torch.from_numpy(x))
+    return score("rkmeans", codes.numpy(), x, fit_s, errors(x, xq.numpy()), args)
+
+
+def faiss_rq(v: np.ndarray, beam: int):
+    import faiss
+
+    faiss.omp_set_num_threads(1 if os.environ.get("OMP_NUM_THREADS", "1") == "1" else 0)
+    rq = faiss.ResidualQuantizer(v.shape[1], 4, 8)
+    rq.max_beam_size = beam
+    t0 = time.perf_counter()
+    rq.train(np.ascontiguousarray(v))
+    fit_s = time.perf_counter() - t0
+    packed = rq.compute_codes(np.ascontiguousarray(v))
+    v_hat = rq.decode(packed)
+    codes = packed.astype(np.int64)  # 4 codes x 8 bits: byte m is the code of level m
+    books = faiss.vector_to_array(rq.codebooks).reshape(4, 256, v.shape[1])
+    check = sum(books[m][codes[:, m]] for m in range(4))
+    if not np.allclose(check, v_hat, atol=1e-4):
+        raise RuntimeError("FAISS codes do not decode to FAISS's reconstruction: byte layout assumption wrong")
+    return codes, v_hat, fit_s
+
+
+def main() -> None:
+    global OUT
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default=str(DATA), help="float32 [n, d] .npy (default: bench/data/minilm.npy)")
+    p.add_argument("--out", default=str(OUT))
+    p.add_argument("--rows", type=int, default=0, help="first N rows of the data (0 = all)")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--kmeans-iters", type=int, default=20)
+    p.add_argument("--nn-sample", type=int, default=20_000)
+    p.add_argument("--beam", type=int, default=5)
+    p.add_argument("--grads", default="ste,rotation", help=f"RQ-VAE variants, one training each: {','.join(GRADS)}")
+    p.add_argument("--skip", default="", help="comma list of rkmeans,faiss_rq_latent,faiss_rq_input to skip")
+    args = p.parse_args()
+    OUT = Path(args.out)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    if not Path(args.data).is_file():
+        raise SystemExit(f"{args.data} missing: run bench/make_data.py first")
+    x = np.load(args.data)
+    if args.rows:
+        x = x[:args.rows]
+    log.info("data: %d x %d real sentence embeddings", *x.shape)
+    OUT.mkdir(parents=True, exist_ok=True)
+    skip = set(filter(None, args.skip.split(",")))
+    results, first_model = [], None
+    for grad in filter(None, args.grads.split(",")):
+        reps, model = run_rqvae(x, grad, args)
+        results.extend(reps)
+        first_model = first_model or (grad, model)
+    if "rkmeans" not in skip:
+        results.append(run_rkmeans(x, args))
+    if first_model and "faiss_rq_latent" not in skip:
+        from semid_udf.quality import latents
+
+        variant, model = first_model
+        z = latents(model, x)
+        codes, z_hat, fit_s = faiss_rq(z, args.beam)
+        rep = score(f"faiss_rq_latent(rqvae-{variant})", codes, x, fit_s,
+                    errors(x, decode_input(model, z_hat), z, z_hat), args)
+        results.append(rep)
+    if "faiss_rq_input" not in skip:
+        codes, x_hat, fit_s = faiss_rq(x, args.beam)
+        results.append(score("faiss_rq_input", codes, x, fit_s, errors(x, x_hat), args))
+    meta = {"rows": int(len(x)), "dim": int(x.shape[1]), "threads": args.threads, "epochs": args.epochs,
+            "beam": args.beam, "nn_sample": args.nn_sample, "torch": torch.__version__}
+    (OUT / "results.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
+    (OUT / "results.md").write_text(table(results, meta))
+    log.info("wrote %s and results.md", OUT / "results.json")
+
+
+def table(results: list[dict], meta: dict) -> str:
+    rows = ["| method | utilisation per level | min perplexity | unique before suffix | largest bucket "
+            "| latent rel. err | input rel. err | NN shares 1st code (x chance) | NN shares 1st two (x chance) | fit s |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in results:
+        c, rec = r["coherence"], r["reconstruction"]
+        lat = f"{rec['latent_relative']:.4f}" if "latent_relative" in rec else "n/a"
+        util = " / ".join(f"{s['utilisation']:.3f}" for s in r["per_level"])
+        rows.append(
+            f"| {r['method']} | {util} "
+            f"| {min(s['perplexity'] for s in r['per_level']):.0f} | {r['unique_rate']:.4f} "
+            f"| {r['buckets']['largest_bucket']} | {lat} | {rec['input_relative']:.4f} "
+            f"| {c['nn_shares_first_1']:.3f} ({c['lift_first_1']:.0f}x) "
+            f"| {c['nn_shares_first_2']:.3f} ({c['lift_first_2']:.0f}x) | {r['fit_seconds']:.0f} |")
+    head = (f"{meta['rows']} x {meta['dim']} all-MiniLM-L6-v2 embeddings, 4 x 256, {meta['threads']} thread(s), "
+            f"RQ-VAE {meta['epochs']} epochs, FAISS beam {meta['beam']}, coherence on {meta['nn_sample']} items\n\n")
+    return head + "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    main()
