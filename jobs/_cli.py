@@ -75,6 +75,17 @@ def run_main(prog: str, main: Callable[[Sequence[str] | None], int], argv: Seque
         return 1
 
 
+def exit_on_failure(code: int) -> None:
+    """Exit with ``code`` when it is non-zero; return normally on success.
+
+    A Databricks ``python_wheel_task`` calls the entry point in a running interpreter and
+    marks the run failed on any ``SystemExit``, even ``sys.exit(0)``; a console script
+    whose function returns ``None`` exits 0 all the same.
+    """
+    if code:
+        sys.exit(code)
+
+
 def local_path(p: str | None) -> Path | None:
     """A resolved local path, or None for URIs like s3://... that we cannot inspect here."""
     if not p or "://" in p and not p.startswith("file://"):

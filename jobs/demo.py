@@ -115,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def cli() -> None:
-    sys.exit(_cli.run_main(PROG, main, None))
+    _cli.exit_on_failure(_cli.run_main(PROG, main, None))
 
 
 if __name__ == "__main__":
