@@ -21,3 +21,10 @@ test: $(STAMP)
 
 clean:
 	rm -rf $(VENV) semid-demo .pytest_cache
+
+# The spark-submit recipe's artefacts (README: "Running on a cluster with spark-submit").
+.PHONY: wheel pack-env
+wheel: $(STAMP)
+	PYTHON=$(abspath $(PY)) bash scripts/build_wheel.sh dist
+pack-env: $(STAMP)
+	bash scripts/pack_env.sh --python $(abspath $(PY)) --out dist
