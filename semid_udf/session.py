@@ -31,21 +31,51 @@ UNSAFE = {
 }
 
 
+def default_driver_memory() -> str:
+    """A quarter of this machine's memory, between 1g and 16g."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not POSIX: keep Spark's own default
+        return "1g"
+    return f"{max(1, min(16, total // 4 // 2**30))}g"
+
+
+def launcher_settings() -> dict[str, str]:
+    """Settings the spark-submit launcher already gave the JVM (empty when run directly)."""
+    if "PYSPARK_GATEWAY_PORT" not in os.environ:  # not under spark-submit: no JVM yet
+        return {}
+    from pyspark import SparkConf, SparkContext
+
+    SparkContext._ensure_initialized()  # connects to the launcher's JVM; starts nothing
+    return dict(SparkConf().getAll())
+
+
 def build_session(app_name: str, conf: Mapping[str, str], warehouse: str | None = None) -> SparkSession:
-    builder = SparkSession.builder.appName(app_name)
-    settings = dict(conf)
+    """A Hive-enabled session. Precedence: spark-submit ``--conf`` > the config's ``spark:``
+    section > semid's defaults for a local warehouse."""
+    given = launcher_settings()
+    settings = {k: v for k, v in conf.items() if k not in given}
+    for k in sorted(set(conf) & set(given)):
+        if str(conf[k]) != given[k]:
+            log.info("%s: spark-submit gave %s, so the config's %s is not used", k, given[k], conf[k])
     if warehouse:
         wh = str(Path(warehouse).resolve())
         settings.setdefault("spark.sql.warehouse.dir", wh)
         # A local warehouse gets its own embedded Derby metastore, so a later process that
         # names the same warehouse sees the same tables. A configured metastore wins.
-        settings.setdefault(
-            "spark.hadoop.javax.jdo.option.ConnectionURL",
-            f"jdbc:derby:;databaseName={wh}/metastore_db;create=true",
-        )
+        if "spark.hadoop.javax.jdo.option.ConnectionURL" not in given:
+            settings.setdefault(
+                "spark.hadoop.javax.jdo.option.ConnectionURL",
+                f"jdbc:derby:;databaseName={wh}/metastore_db;create=true",
+            )
         os.environ.setdefault("DERBY_SYSTEM_HOME", wh)
         Path(wh).mkdir(parents=True, exist_ok=True)
     settings.setdefault("spark.ui.showConsoleProgress", "false")
+    if not given and "spark.driver.memory" not in settings:
+        # Run directly, the JVM starts here: size its heap from this machine (local mode runs
+        # driver and executor in that one JVM; Spark's default 1g failed on 1M x 768 rows).
+        settings["spark.driver.memory"] = default_driver_memory()
+    builder = SparkSession.builder.appName(app_name)
     for k, v in settings.items():
         builder = builder.config(k, v)
     spark = builder.enableHiveSupport().getOrCreate()
