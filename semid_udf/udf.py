@@ -27,22 +27,24 @@ log = logging.getLogger(__name__)
 
 _ENCODERS: dict[tuple, CodeEncoder] = {}
 
-# Two fixed odd 64-bit multipliers per position make a vectorised 128-bit content hash of
-# each embedding's bytes; it only tells identical duplicate rows from conflicting ones.
-_HASH_SEEDS = (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F)
+# A linear hash of each embedding's bytes, read as 64-bit words: sum(word_i * m_i) mod 2^64
+# with fixed odd multipliers m_i. Two rows that differ in one word never collide (m_i is
+# odd, so it is invertible mod 2^64); it only tells identical duplicate rows from
+# conflicting ones and changed embeddings from unchanged ones. One vectorised pass.
+_MULT_SEED = np.uint64(0x9E3779B97F4A7C15)
+_MULTS: dict[int, np.ndarray] = {}
 
 
 def embedding_hash(mat: np.ndarray) -> np.ndarray:
     """A deterministic int64 hash of each row's float32 bytes (same bytes, same hash)."""
     n, d = mat.shape
-    bits = mat.view(np.uint32).astype(np.uint64)
-    out = np.zeros(n, dtype=np.uint64)
-    for seed in _HASH_SEEDS:
-        mult = (np.arange(1, d + 1, dtype=np.uint64) * np.uint64(seed)) | np.uint64(1)
+    words = mat.view(np.uint64) if d % 2 == 0 and mat.flags.c_contiguous else mat.view(np.uint32).astype(np.uint64)
+    width = words.shape[1]
+    if width not in _MULTS:
         with np.errstate(over="ignore"):
-            h = (bits * mult).sum(axis=1, dtype=np.uint64)
-            out = (out ^ h) * np.uint64(0x100000001B3)
-    return out.view(np.int64)
+            _MULTS[width] = (np.arange(1, width + 1, dtype=np.uint64) * _MULT_SEED) | np.uint64(1)
+    with np.errstate(over="ignore"):
+        return (words * _MULTS[width]).sum(axis=1, dtype=np.uint64).view(np.int64)
 
 
 def get_encoder(blob: CheckpointBlob, encode_cfg: EncodeConfig, plugin: PluginConfig) -> CodeEncoder:
