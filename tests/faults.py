@@ -11,7 +11,8 @@ from pyspark import TaskContext
 from semid_udf.checkpoint import model_config_from_dict
 from semid_udf.model import RQVAE
 
-MODES = ("raise_first_attempt", "kill_first_attempt", "always_raise")
+MARKER = "semid-test-slow-encoding-started"
+MODES = ("raise_first_attempt", "kill_first_attempt", "always_raise", "slow")
 
 
 class Faulty:
@@ -36,6 +37,13 @@ class Faulty:
                 os.kill(os.getpid(), signal.SIGKILL)
             if self.mode == "always_raise":
                 raise RuntimeError("injected permanent fault")
+        if self.mode == "slow":  # tell the test that encoding runs, then take long enough to be killed
+            import tempfile
+            import time
+
+            open(os.path.join(tempfile.gettempdir(), MARKER), "a").close()
+
+            time.sleep(0.25)
         return self.model.encode(x)
 
 
@@ -55,3 +63,7 @@ def kill_first_attempt(config, tensors):
 
 def always_raise(config, tensors):
     return _build(config, tensors, "always_raise")
+
+
+def slow(config, tensors):
+    return _build(config, tensors, "slow")

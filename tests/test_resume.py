@@ -20,11 +20,21 @@ BIN = Path(sys.executable).parent
 SHARDS = 6
 
 
-def assign(args, wh, **kw):
+def assign(args, wh):
+    """Start semid-assign; output goes to files (a pipe nobody reads would block the driver)."""
     env = dict(os.environ, PYSPARK_PYTHON=sys.executable)
     cmd = [str(BIN / "semid-assign"), *args, "--warehouse", str(wh)]
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, **kw)
+    out, err = open(wh.parent / f"{wh.name}.out", "w"), open(wh.parent / f"{wh.name}.err", "w")
+    p = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=err, start_new_session=True)
+    p.err_path = wh.parent / f"{wh.name}.err"  # type: ignore[attr-defined]
+    return p
+
+
+def finish(p) -> str:
+    p.wait(timeout=600)
+    err = p.err_path.read_text()
+    assert p.returncode == 0, err[-3000:]
+    return err
 
 
 def rows(wh: Path):
@@ -47,7 +57,7 @@ def test_killed_driver_resumes_from_committed_shards(tiny_checkpoint, tmp_path):
         if committed:
             break
         time.sleep(0.05)
-    assert committed, "no shard was committed before the run ended: " + (first.stderr.read() if first.poll() else "")
+    assert committed, "no shard was committed before the run ended: " + first.err_path.read_text()[-3000:]
     os.killpg(first.pid, signal.SIGKILL)  # the driver and its JVM, mid-run
     first.wait()
     done_before = sorted(int(p.parent.name.split("=")[1]) for p in staging_root.glob("*/shard=*/_SEMID_COMMITTED"))
@@ -55,8 +65,7 @@ def test_killed_driver_resumes_from_committed_shards(tiny_checkpoint, tmp_path):
     (staging_root / "0000deadbeef0000").mkdir()  # a killed run over another input: reported, not reused
 
     second = assign(args, wh)
-    out, err = second.communicate(timeout=600)
-    assert second.returncode == 0, err[-3000:]
+    err = finish(second)
     manifest = ds.dataset(wh / "res.db" / "ids_manifest", format="parquet").to_table().to_pylist()
     complete = [m for m in manifest if m["status"] == "complete"]
     assert len(complete) == 1
@@ -67,7 +76,5 @@ def test_killed_driver_resumes_from_committed_shards(tiny_checkpoint, tmp_path):
     assert not Path(resume["staging"].removeprefix("file:")).exists()  # cleaned after the complete manifest
     assert "0000deadbeef0000" in err
 
-    clean = assign(args[:-2], tmp_path / "wh_clean")  # one uninterrupted, unsharded run
-    _, err = clean.communicate(timeout=600)
-    assert clean.returncode == 0, err[-3000:]
+    finish(assign(args[:-2], tmp_path / "wh_clean"))  # one uninterrupted, unsharded run
     assert rows(wh) == rows(tmp_path / "wh_clean")
