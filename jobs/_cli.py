@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
@@ -68,11 +69,31 @@ def run_main(prog: str, main: Callable[[Sequence[str] | None], int], argv: Seque
     except KeyboardInterrupt:
         sys.stderr.write(f"{prog}: interrupted\n")
         return 130
-    except Exception as e:  # Spark/Java errors: first line of the message, full trace at debug
+    except Exception as e:  # Spark/Java errors: the informative line of the message, full trace at debug
         log.debug("failure", exc_info=True)
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        sys.stderr.write(f"{prog}: error: {type(e).__name__}: {first}\n")
+        sys.stderr.write(f"{prog}: error: {one_line(e)}\n")
         return 1
+
+
+_PY_ERROR = re.compile(r"^\s*((?:[\w.]+\.)?\w*(?:Error|Exception|Exit)): (.+)$", re.M)
+
+
+def one_line(e: BaseException) -> str:
+    """One line that says why: for a failed Spark job, the error raised in the Python worker
+    or the Java exception's own message, not py4j's "An error occurred while calling o123"."""
+    java = getattr(e, "java_exception", None)
+    text = str(java.toString()) if java is not None else str(e)
+    if java is not None:
+        try:
+            text = "\n".join([text, *(str(java.getCause().toString()),)]) if java.getCause() else text
+        except Exception:  # py4j gone (killed JVM): the text we have is the best we can say
+            log.debug("no Java cause", exc_info=True)
+    worker = [m for m in _PY_ERROR.findall(text) if not m[0].startswith(("org.", "java.", "py4j."))]
+    if worker:  # the last Python error in a worker traceback is the cause
+        name, msg = worker[-1]
+        return f"{name.rsplit('.', 1)[-1]}: {msg.strip()}"
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return f"{type(e).__name__}: {lines[0] if lines else ''}"
 
 
 def exit_on_failure(code: int) -> None:

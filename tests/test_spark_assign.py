@@ -133,3 +133,38 @@ def test_structural_errors_fail_before_writing(spark, tiny_blob, tmp_path):
     assert spark.table("err.c").count() == 0
     statuses = [r.status for r in spark.table("err.c_manifest").collect()]
     assert "complete" not in statuses and "failed" in statuses
+
+
+def test_an_unreadable_file_fails_with_its_name(spark, tiny_blob, tmp_path):
+    from jobs._cli import one_line
+
+    inp = write_input(tmp_path / "in", [1, 2, 3], [[0.1] * 16] * 3, files=1)
+    (inp / "part-9.parquet").write_bytes(b"PAR1 this is not parquet PAR1")
+    with pytest.raises(Exception) as e:
+        run_assign(spark, config(), tiny_blob, table="unread.t", input_path=str(inp), warehouse=str(tmp_path / "wh"))
+    msg = one_line(e.value)
+    assert "part-9.parquet" in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize("defect, reason", [
+    ("null_id", "null_item_id"), ("null_vec", "null_embedding"), ("short", "wrong_length"),
+    ("null_elem", "null_element"), ("nan", "non_finite"), ("inf", "non_finite"), ("dup_same", "duplicate_identical"),
+    ("dup_diff", "duplicate_conflict"),
+])
+def test_each_defect_alone(spark, tiny_blob, tmp_path, defect, reason):
+    x = clustered(20, 16, seed=5)
+    ids, vecs = list(range(20)), [list(map(float, v)) for v in x]
+    bad = {"null_id": lambda: ids.__setitem__(0, None), "null_vec": lambda: vecs.__setitem__(0, None),
+           "short": lambda: vecs.__setitem__(0, vecs[0][:3]),
+           "null_elem": lambda: vecs.__setitem__(0, [None] + vecs[0][1:]),
+           "nan": lambda: vecs.__setitem__(0, [float("nan")] + vecs[0][1:]),
+           "inf": lambda: vecs.__setitem__(0, [float("inf")] + vecs[0][1:]),
+           "dup_same": lambda: (ids.append(0), vecs.append(vecs[0])),
+           "dup_diff": lambda: (ids.append(0), vecs.append([v + 1 for v in vecs[0]]))}
+    bad[defect]()
+    inp = write_input(tmp_path / "in", ids, vecs, files=1)
+    res = run_assign(spark, config(output={"max_reject_rate": 0.2}), tiny_blob, table=f"alone_{defect}.t",
+                     input_path=str(inp), warehouse=str(tmp_path / "wh"))
+    expected = {reason: 2 if defect == "dup_diff" else 1}
+    assert res.rejects_by_reason == expected
+    assert res.rows_in == len(ids) == res.rows_out + res.rows_rejected
