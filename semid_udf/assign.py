@@ -66,18 +66,32 @@ def new_run_id() -> str:
 
 
 def bucket_stats(codes: DataFrame, levels: int, rows: int) -> dict[str, Any]:
-    """Bucket = items sharing one code tuple. Sizes histogram in powers of two."""
-    sizes = codes.groupBy(*tb.sid_cols(levels)).count()
-    hist = (sizes.select(F.pow(F.lit(2), F.ceil(F.log2("count"))).cast("long").alias("upto"))
-            .groupBy("upto").count().orderBy("upto").collect())
-    agg = sizes.agg(F.count(F.lit(1)).alias("buckets"), F.max("count").alias("largest")).first()
-    buckets = int(agg["buckets"] or 0)
+    """Bucket = items sharing one code tuple. One small job: how many buckets of each size."""
+    by_size = {int(r["size"]): int(r["buckets"]) for r in
+               codes.groupBy(*tb.sid_cols(levels)).agg(F.count(F.lit(1)).alias("size"))
+               .groupBy("size").agg(F.count(F.lit(1)).alias("buckets")).collect()}
+    hist: dict[str, int] = {}
+    for size, n in sorted(by_size.items()):
+        upto = 1 << max(0, (size - 1).bit_length())
+        hist[f"<={upto}"] = hist.get(f"<={upto}", 0) + n
+    buckets = sum(by_size.values())
     return {
         "buckets": buckets,
-        "largest_bucket": int(agg["largest"] or 0),
+        "largest_bucket": max(by_size, default=0),
         "unique_rate_before_suffix": round(buckets / rows, 6) if rows else None,
-        "bucket_size_histogram": {f"<={int(r['upto'])}": int(r["count"]) for r in hist},
+        "bucket_size_histogram": hist,
     }
+
+
+def set_shuffle_partitions(spark: SparkSession, rows: int) -> None:
+    """Unless the user set it, size spark.sql.shuffle.partitions from the input: Spark's 200
+    made every small shuffle of ids and codes cost hundreds of tasks; too few would make
+    each sort of a huge input one task. 2 per core, and at least one per 2M rows."""
+    if spark.sparkContext.getConf().contains("spark.sql.shuffle.partitions"):
+        return
+    n = max(2 * spark.sparkContext.defaultParallelism, math.ceil(rows / 2_000_000))
+    spark.conf.set("spark.sql.shuffle.partitions", str(n))
+    log.info("spark.sql.shuffle.partitions = %d for %d input rows", n, rows)
 
 
 def run_assign(spark: SparkSession, cfg: JobConfig, blob: CheckpointBlob, *, table: str, input_path: str | None = None,
@@ -97,7 +111,14 @@ def run_assign(spark: SparkSession, cfg: JobConfig, blob: CheckpointBlob, *, tab
     started_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.output.arrow_batch))
 
+    clock = {"label": "", "t": time.perf_counter()}
+
     def step(label: str) -> None:
+        """Name the Spark jobs that follow (Spark UI, logs) and time each step."""
+        now = time.perf_counter()
+        if clock["label"]:
+            res.timings[f"step: {clock['label']}"] = round(now - clock["t"], 3)
+        clock.update(label=label, t=now)
         sc.setJobDescription(f"semid {res.run_id}: {label}")
         log.info("%s", label)
 
@@ -106,6 +127,7 @@ def run_assign(spark: SparkSession, cfg: JobConfig, blob: CheckpointBlob, *, tab
     df = tb.normalise_input(raw, cfg.input.id_col, cfg.input.embedding_col, cfg.input.cast_double)
     id_type = df.schema["item_id"].dataType
 
+    step("creating the tables if absent")
     tb.ensure_database(spark, db, warehouse)
     tb.ensure_table(spark, name, tb.table_columns(id_type, levels), ["model_version"])
     tb.ensure_table(spark, rejects_name, tb.REJECT_COLUMNS, ["model_version", "run_id"])
@@ -113,6 +135,7 @@ def run_assign(spark: SparkSession, cfg: JobConfig, blob: CheckpointBlob, *, tab
     tb.create_views(spark, name)
     res.details["input"] = input_path or input_table
     base_row = {"run_id": res.run_id, "model_version": version, "mode": mode, "started_at": started_at}
+    step("recording the run as running")
     tb.write_manifest(spark, manifest_name, {**base_row, "status": "running"})
     try:
         _pipeline(spark, cfg, blob, res, raw, df, name, rejects_name, levels, dim, sids, step)
@@ -138,11 +161,17 @@ def run_assign(spark: SparkSession, cfg: JobConfig, blob: CheckpointBlob, *, tab
         "rows_new": res.rows_new, "details": res.details})
     if "resume" in res.details:  # the run is complete: its staged codes are no longer needed
         staging.clean(spark, res.details["resume"]["staging"])
+    step("done")
     sc.setJobDescription(None)
     return res
 
 
 def _pipeline(spark, cfg, blob, res, raw, df, name, rejects_name, levels, dim, sids, step) -> None:
+    step("counting the input")
+    n_input = raw.count()  # Parquet footers: no scan of the vectors
+    if n_input == 0:
+        raise InputError("input: expected at least 1 row, got 0: refusing to publish an empty version")
+    set_shuffle_partitions(spark, n_input)
     t = time.perf_counter()
     reason, detail = tb.validation(dim)
     staged = df.select("item_id", F.when(reason.isNull(), F.col("embedding")).alias("embedding"),
@@ -173,12 +202,8 @@ def _pipeline(spark, cfg, blob, res, raw, df, name, rejects_name, levels, dim, s
         good = counts.pop(None, 0)
         res.rejects_by_reason = dict(sorted(counts.items()))
         res.rows_rejected = sum(counts.values())
-        step("counting the input")
-        n_input = raw.count()
         if n_input != res.rows_in:
             raise ReconcileError(f"rows: expected {n_input} rows out of the encoder (rows in the input), got {res.rows_in}")
-        if res.rows_in == 0:
-            raise InputError("input: expected at least 1 row, got 0: refusing to publish an empty version")
 
         step("writing rejects")
         t = time.perf_counter()

@@ -1,0 +1,64 @@
+"""Write bench/RESULTS.md's tables from the JSON files bench/run.py left in bench/out/."""
+import json
+import sys
+from pathlib import Path
+
+OUT = Path(__file__).resolve().parent / "out"
+
+
+def load(tag):
+    p = OUT / f"{tag}.json"
+    return json.loads(p.read_text()) if p.exists() else None
+
+
+def f(v, fmt="{:,.0f}"):
+    return fmt.format(v) if isinstance(v, (int, float)) else "-"
+
+
+def main() -> None:
+    w = sys.stdout.write
+    w("# Benchmark results\n\n")
+    w("Made by `bash bench/all.sh` (which ends by running `python bench/results_md.py > bench/RESULTS.md`);\n")
+    w("each row is one `bench/run.py` run, its JSON in `bench/out/<tag>.json` (not in git). Items per second;\n")
+    w("'job' is `semid-assign` run directly (no spark-submit flags, Spark's default master unless a master\n")
+    w("is named), timed from its manifest (Spark session start and JVM launch excluded; 'wall' includes them).\n\n")
+    w("## Job vs ceiling vs origin-style baseline\n\n")
+    w("| run | N | D | ceiling (read+encode) | read only | encode only | origin-style | job | job wall | no-op job | job/ceiling | job/origin |\n")
+    w("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+    for tag in ("main_n1m_d768", "n1m_d64", "n100k_d4096"):
+        r = load(tag)
+        if not r:
+            continue
+        c, o, j, n = r.get("ceiling", {}), r.get("origin", {}), r.get("job", {}), r.get("noop", {})
+        w(f"| {tag} | {r['n']:,} | {r['dim']} | {f(c.get('items_s'))} | {f(c.get('read_items_s'))} | "
+          f"{f(c.get('encode_items_s'))} | {f(o.get('items_s'))} (on {f(o.get('items'))}) | {f(j.get('items_s'))} | "
+          f"{f(j.get('items_s_wall'))} | {f(n.get('items_s'))} | {f(r.get('job_over_ceiling'), '{:.2f}')} | "
+          f"{f(r.get('job_over_origin'), '{:.1f}')} |\n")
+    w("\n## Cost linear in N (D = 768)\n\n| N | job items/s | job s | peak driver JVM RSS MB | peak Python worker RSS MB |\n|---|---|---|---|---|\n")
+    for tag in ("scale_n250k_d768", "main_n1m_d768", "scale_n2m_d768"):
+        r = load(tag)
+        if r and "job" in r:
+            j = r["job"]
+            w(f"| {r['n']:,} | {f(j['items_s'])} | {j['job_s']:.1f} | {f(j['peak_rss']['driver_jvm_mb'])} | "
+              f"{f(j['peak_rss']['python_worker_max_mb'])} |\n")
+    w("\n## Cores (N = 1M, D = 768)\n\n| master | job items/s |\n|---|---|\n")
+    one, two = load("cores_local1"), load("cores_local2")
+    for r in (one, two):
+        if r:
+            w(f"| {r['master']} | {f(r['job']['items_s'])} |\n")
+    if one and two:
+        w(f"\nlocal[2] / local[1] = {two['job']['items_s'] / one['job']['items_s']:.2f}\n")
+    w("\n## Where the job's time goes (main run, seconds)\n\n")
+    r = load("main_n1m_d768")
+    if r and "job" in r:
+        w("| step | s |\n|---|---|\n")
+        for k, v in r["job"]["timings"].items():
+            w(f"| {k} | {v} |\n")
+        if "noop" in r:
+            w("\nNo-op model run (Spark's own read, transfer, validation, suffix and writes):\n\n| step | s |\n|---|---|\n")
+            for k, v in r["noop"]["timings"].items():
+                w(f"| {k} | {v} |\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,274 @@
+"""Throughput of semid against the ceiling and an origin-style baseline, on the same data.
+
+    python bench/run.py [--n 1000000] [--dim 768] [--master local[*]] [--device cpu|cuda]
+                        [--baseline-n 200000] [--skip ceiling,baseline,job,noop] [--tag NAME]
+
+Makes its own deterministic data (bench/data/, git-ignored), a TIGER-size model
+(D -> 512 -> 256 -> 128 -> 32, 4 x 256; trained for one epoch on a 20k sample, which costs
+the same arithmetic as a fully trained one), then measures items/s of:
+  1. ceiling: pyarrow reads the Parquet, then the pure encode function on the numpy matrix;
+  2. origin-style: one process, batches of 1024, a per-item copy loop into a tensor, a dict
+     of lists, one JSON file at the end (on the first --baseline-n items: it is a rate);
+  3. job: `semid-assign` run directly (local mode, Spark's defaults) from Parquet to the table;
+  4. noop: the same job with a model that does no arithmetic.
+Prints a table and writes bench/out/<tag>.json, with peak RSS of the driver (JVM and Python)
+and of the Python workers sampled from /proc during the jobs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+log = logging.getLogger("bench")
+
+
+def make_data(path: Path, n: int, dim: int, chunk: int = 100_000) -> None:
+    if (path / "_DONE").exists():
+        return
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    rng = np.random.default_rng(2026)
+    centers = rng.standard_normal(size=(1024, dim), dtype=np.float32)
+    for i, start in enumerate(range(0, n, chunk)):
+        k = min(chunk, n - start)
+        x = rng.standard_normal(size=(k, dim), dtype=np.float32)
+        x *= 0.5
+        x += centers[rng.integers(0, 1024, k)]
+        emb = pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), dim).cast(pa.list_(pa.float32()))
+        ids = pa.array(np.arange(start, start + k, dtype=np.int64))
+        pq.write_table(pa.table({"item_id": ids, "embedding": emb}), path / f"part-{i:05d}.parquet",
+                       row_group_size=50_000)
+    (path / "_DONE").write_text(str(n))
+    log.info("data: %d x %d under %s", n, dim, path)
+
+
+def make_checkpoint(path: Path, data: Path, dim: int) -> Path:
+    from semid_udf.checkpoint import save_checkpoint
+    from semid_udf.config import ModelConfig, TrainConfig
+    from semid_udf.train import fit
+
+    if (path / "config.json").exists():
+        return path
+    t = ds.dataset(data, format="parquet").head(20_000)
+    x = t.column("embedding").combine_chunks().flatten().to_numpy().reshape(-1, dim)
+    model, meta = fit(x, ModelConfig(hidden_dims=(512, 256, 128), latent_dim=32, levels=4, codebook_size=256),
+                      TrainConfig(epochs=1, kmeans_iters=5, seed=0))
+    save_checkpoint(model, model.cfg, path, training=meta)
+    return path
+
+
+def read_matrix(data: Path, dim: int, limit: int | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+    """Read ids and a float32 [n, dim] matrix, chunk by chunk (one list<float> array cannot
+    hold more than 2^31 values, so the chunks are never combined)."""
+    t0 = time.perf_counter()
+    table = ds.dataset(data, format="parquet").to_table()
+    if limit:
+        table = table.slice(0, limit)
+    x = np.empty((table.num_rows, dim), dtype=np.float32)
+    row = 0
+    for chunk in table.column("embedding").chunks:
+        k = len(chunk)
+        x[row:row + k] = chunk.flatten().to_numpy().reshape(k, dim)
+        row += k
+    return table.column("item_id").to_numpy(), x, time.perf_counter() - t0
+
+
+def ceiling(data: Path, ck: Path, dim: int, device: str) -> dict:
+    from semid_udf.checkpoint import read_checkpoint
+    from semid_udf.config import EncodeConfig, PluginConfig
+    from semid_udf.encode import CodeEncoder
+
+    ids, x, read_s = read_matrix(data, dim)
+    enc = CodeEncoder(read_checkpoint(ck), EncodeConfig(device=device, threads=os.cpu_count() or 1), PluginConfig())
+    enc(x[:4096])  # warm-up
+    t0 = time.perf_counter()
+    enc(x)
+    encode_s = time.perf_counter() - t0
+    n = len(x)
+    return {"items": n, "read_s": round(read_s, 3), "encode_s": round(encode_s, 3),
+            "read_items_s": n / read_s, "encode_items_s": n / encode_s, "items_s": n / (read_s + encode_s)}
+
+
+def origin_baseline(data: Path, ck: Path, dim: int, n: int, out: Path, device: str) -> dict:
+    """What evalu/infer.py did, faithfully: per-item copies, a dict of lists, one JSON file."""
+    import torch
+
+    from semid_udf.checkpoint import load_checkpoint
+
+    model, _ = load_checkpoint(ck)
+    dev = torch.device("cuda" if device == "cuda" else "cpu")
+    model = model.to(dev)
+    t0 = time.perf_counter()
+    ids, x, _ = read_matrix(data, dim, limit=n)
+    result: dict[str, list[int]] = {}
+    bs = 1024
+    with torch.no_grad():
+        for start in range(0, len(x), bs):
+            rows = x[start:start + bs]
+            batch = torch.zeros((len(rows), dim))
+            for i in range(len(rows)):  # the per-item copy loop
+                batch[i] = torch.tensor(rows[i])
+            semantic_id_list = list(model.encode(batch.to(dev)))  # a list of per-item tensors
+            for i, sid in enumerate(semantic_id_list):
+                result[str(int(ids[start + i]))] = [int(c) for c in sid.cpu()]
+    with open(out, "w") as f:
+        json.dump(result, f)
+    s = time.perf_counter() - t0
+    return {"items": len(x), "seconds": round(s, 3), "items_s": len(x) / s, "json_bytes": out.stat().st_size}
+
+
+class RssSampler(threading.Thread):
+    """Peak RSS of the job's process tree: driver JVM, driver Python, Python workers."""
+
+    def __init__(self, root_pid: int):
+        super().__init__(daemon=True)
+        self.root, self.stop_flag = root_pid, False
+        self.peak = {"driver_python_mb": 0.0, "driver_jvm_mb": 0.0, "python_worker_max_mb": 0.0,
+                     "python_workers_sum_mb": 0.0}
+
+    def tree(self) -> list[int]:
+        kids: dict[int, list[int]] = {}
+        for d in Path("/proc").iterdir():
+            if d.name.isdigit():
+                try:
+                    ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                    kids.setdefault(ppid, []).append(int(d.name))
+                except (OSError, IndexError, ValueError):
+                    continue
+        out, todo = [], [self.root]
+        while todo:
+            p = todo.pop()
+            out.append(p)
+            todo.extend(kids.get(p, []))
+        return out
+
+    def run(self) -> None:
+        while not self.stop_flag:
+            workers = []
+            for pid in self.tree():
+                try:
+                    cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                    rss = next(int(line.split()[1]) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                               if line.startswith("VmRSS:")) / 1024
+                except (OSError, StopIteration):
+                    continue
+                if "java" in cmd.split(" ")[0]:
+                    self.peak["driver_jvm_mb"] = max(self.peak["driver_jvm_mb"], rss)
+                elif "pyspark.daemon" in cmd or "pyspark.worker" in cmd:
+                    workers.append(rss)
+                elif pid == self.root:
+                    self.peak["driver_python_mb"] = max(self.peak["driver_python_mb"], rss)
+            if workers:
+                self.peak["python_worker_max_mb"] = max(self.peak["python_worker_max_mb"], max(workers))
+                self.peak["python_workers_sum_mb"] = max(self.peak["python_workers_sum_mb"], sum(workers))
+            time.sleep(0.5)
+
+
+def job(data: Path, ck: Path, wh: Path, table: str, master: str | None, device: str, extra: list[str]) -> dict:
+    cmd = [str(Path(sys.executable).parent / "semid-assign"), "--input", str(data), "--checkpoint", str(ck),
+           "--table", table, "--warehouse", str(wh), "--set", f"encode.device={device}", *extra]
+    if master:
+        cmd += ["--set", f"spark.spark.master={master}"]
+    env = dict(os.environ, PYSPARK_PYTHON=sys.executable, PYTHONPATH=str(ROOT / "bench"))
+    t0 = time.perf_counter()
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    sampler = RssSampler(p.pid)
+    sampler.start()
+    out, err = p.communicate()
+    wall = time.perf_counter() - t0
+    sampler.stop_flag = True
+    if p.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed: {err[-3000:]}")
+    runs = ds.dataset(wh / f"{table.split('.')[0]}.db" / f"{table.split('.')[1]}_manifest", format="parquet").to_table()
+    last = [r for r in runs.to_pylist() if r["status"] == "complete"][-1]
+    details = json.loads(last["details"])
+    total = details["timings"]["total"]
+    return {"items": last["rows_out"], "wall_s": round(wall, 3), "job_s": total, "items_s": last["rows_out"] / total,
+            "items_s_wall": last["rows_out"] / wall, "timings": details["timings"], "peak_rss": sampler.peak}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n", type=int, default=1_000_000)
+    p.add_argument("--dim", type=int, default=768)
+    p.add_argument("--master", default=None, help="Spark master for the job runs (default: Spark's own, local[*])")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--baseline-n", type=int, default=200_000)
+    p.add_argument("--skip", default="", help="comma-separated: ceiling,baseline,job,noop")
+    p.add_argument("--tag", default=None)
+    p.add_argument("--data-dir", default=str(ROOT / "bench" / "data"))
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    skip = set(filter(None, args.skip.split(",")))
+    tag = args.tag or f"n{args.n}_d{args.dim}_{(args.master or 'default').replace('[', '').replace(']', '')}_{args.device}"
+    data = Path(args.data_dir) / f"emb_{args.n}_{args.dim}"
+    out = ROOT / "bench" / "out" / tag
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    make_data(data, args.n, args.dim)
+    ck = make_checkpoint(Path(args.data_dir) / f"ckpt_{args.dim}", data, args.dim)
+    res: dict = {"tag": tag, "n": args.n, "dim": args.dim, "master": args.master or "default (local[*])",
+                 "device": args.device, "cpus": os.cpu_count()}
+    if "ceiling" not in skip:
+        log.info("1/4 ceiling")
+        res["ceiling"] = ceiling(data, ck, args.dim, args.device)
+    if "baseline" not in skip:
+        log.info("2/4 origin-style baseline on %d items", min(args.baseline_n, args.n))
+        res["origin"] = origin_baseline(data, ck, args.dim, min(args.baseline_n, args.n), out / "semantic_id_dict.json",
+                                        args.device)
+        (out / "semantic_id_dict.json").unlink()
+    if not {"job", "noop"} <= skip:
+        # A deployment has its metastore already: create this run's (embedded Derby) once,
+        # untimed, with a tiny run, so the timed runs measure the job and not Derby's setup.
+        log.info("warm-up: creating the warehouse's metastore with a 2,000-row run")
+        warm = Path(args.data_dir) / f"emb_2000_{args.dim}"
+        make_data(warm, 2000, args.dim)
+        res["warmup"] = job(warm, ck, out / "wh", "bench.warmup", args.master, args.device, [])
+    if "job" not in skip:
+        log.info("3/4 semid-assign")
+        res["job"] = job(data, ck, out / "wh", "bench.ids", args.master, args.device, [])
+    if "noop" not in skip:
+        log.info("4/4 semid-assign with a no-op model")
+        res["noop"] = job(data, ck, out / "wh", "bench.noop", args.master, args.device,
+                          ["--set", "plugin.factory=noop_model:build", "--set", "plugin.layout=batch_major"])
+    shutil.rmtree(out / "wh", ignore_errors=True)
+    if "job" in res and "ceiling" in res:
+        res["job_over_ceiling"] = res["job"]["items_s"] / res["ceiling"]["items_s"]
+    if "job" in res and "origin" in res:
+        res["job_over_origin"] = res["job"]["items_s"] / res["origin"]["items_s"]
+    (ROOT / "bench" / "out" / f"{tag}.json").write_text(json.dumps(res, indent=2))
+    rows = [("ceiling (pyarrow read + encode)", res.get("ceiling", {}).get("items_s")),
+            ("  read only", res.get("ceiling", {}).get("read_items_s")),
+            ("  encode only", res.get("ceiling", {}).get("encode_items_s")),
+            ("origin-style loop + JSON", res.get("origin", {}).get("items_s")),
+            ("semid-assign (job time)", res.get("job", {}).get("items_s")),
+            ("semid-assign (wall, with JVM start)", res.get("job", {}).get("items_s_wall")),
+            ("semid-assign, no-op model", res.get("noop", {}).get("items_s"))]
+    lines = [f"{tag}: N={args.n} D={args.dim} master={res['master']} device={args.device}"]
+    lines += [f"  {name:<38} {v:>12,.0f} items/s" for name, v in rows if v]
+    for k in ("job_over_ceiling", "job_over_origin"):
+        if k in res:
+            lines.append(f"  {k:<38} {res[k]:>12.2f}")
+    if "job" in res:
+        lines.append(f"  peak RSS (MB) {json.dumps({k: round(v) for k, v in res['job']['peak_rss'].items()})}")
+    log.info("\n%s", "\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
