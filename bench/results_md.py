@@ -58,6 +58,32 @@ def main() -> None:
             w("\nNo-op model run (Spark's own read, transfer, validation, suffix and writes):\n\n| step | s |\n|---|---|\n")
             for k, v in r["noop"]["timings"].items():
                 w(f"| {k} | {v} |\n")
+    gpu(w)
+
+
+def gpu(w) -> None:
+    """The GPU check's files, copied into bench/gpu/ from the lent machine (bench/gpu_check.sh)."""
+    gdir = Path(__file__).resolve().parent / "gpu"
+    runs = sorted(gdir.glob("**/gpu_n*_d*.json"))
+    if not runs:
+        w("\n## GPU\n\nNo GPU machine was available for these figures.\n")
+        return
+    machine = (gdir / "machine.txt").read_text().strip().splitlines()
+    w("\n## GPU (`bash bench/gpu_check.sh` on a lent machine)\n\n")
+    w("Machine: " + "; ".join(line for line in machine if line and not line.startswith("name,")) + "\n\n")
+    w("That machine has no Java and no pyspark (and could not be given them: nothing can be installed there, and\n")
+    w("what a run may carry is capped at 64 MiB), so the Spark job itself did not run on the GPU: these rows are the\n")
+    w("ceiling (pyarrow read + the pure encode function on `cuda:0`) and the origin-style baseline on the same GPU.\n\n")
+    w("| N | D | ceiling | read only | encode only (GPU) | origin-style (GPU) |\n|---|---|---|---|---|---|\n")
+    for p in runs:
+        r = json.loads(p.read_text())
+        c, o = r["ceiling"], r["origin"]
+        w(f"| {r['n']:,} | {r['dim']} | {f(c['items_s'])} | {f(c['read_items_s'])} | {f(c['encode_items_s'])} | "
+          f"{f(o['items_s'])} (on {o['items']:,}) |\n")
+    cmp_ = json.loads((gdir / "cpu_vs_gpu.log").read_text().strip().splitlines()[-1])
+    w(f"\nCPU vs GPU codes, same model, fp32 with TF32 off, {cmp_['rows']:,} items: {cmp_['items_with_other_codes']} item(s) "
+      f"got other codes ({cmp_['fraction']:.1e}; first differing level {cmp_['first_level_that_differs']}). Codes are\n")
+    w("stable for a given device type; a model version should be published from one device type.\n")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,8 @@ def parser():
     p.add_argument("--table", required=True, help="output table DB.NAME")
     p.add_argument("--warehouse", help="warehouse directory (table location and local metastore)")
     p.add_argument("--mode", choices=["full", "append"], help="full: replace this model version; append: new items only")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"],
+                   help="shorthand for --set encode.device=...: auto = the task's GPU, else CUDA_VISIBLE_DEVICES, else CPU")
     return p
 
 
@@ -50,6 +52,8 @@ def check_paths(input_path: str | None, checkpoint: str, warehouse: str | None, 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     _cli.setup_logging(args.verbose, args.quiet)
+    if args.device:
+        args.overrides.append(f"encode.device={args.device}")
     cfg = _cli.load(args)
     blob = read_checkpoint(args.checkpoint)  # digest checked before any Spark work
     check_paths(args.input, args.checkpoint, args.warehouse, args.table)

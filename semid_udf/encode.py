@@ -98,16 +98,19 @@ class CodeEncoder:
         log.info("model %s on %s (micro-batch %d, %d torch threads)", self.model_version, self.device,
                  self.micro_batch, torch.get_num_threads())
 
-    def __call__(self, x: np.ndarray, item_ids: Sequence[Any] | None = None) -> np.ndarray:
+    def __call__(self, x: np.ndarray, item_ids: Sequence[Any] | None = None, finite_checked: bool = False
+                 ) -> np.ndarray:
+        """Codes of ``x``; ``finite_checked`` skips the NaN/Inf pass when the caller just did it."""
         if x.ndim != 2 or x.shape[1] != self.input_dim:
             raise InputError(f"embeddings: expected shape [n, {self.input_dim}], got {list(x.shape)}")
         if x.dtype != np.float32:
             raise InputError(f"embeddings: expected float32, got {x.dtype}")
-        finite = np.isfinite(x).all(axis=1)
-        if not finite.all():
-            row = int(np.argmin(finite))
-            who = f"item {item_ids[row]!r}" if item_ids is not None else f"row {row}"
-            raise InputError(f"embeddings: {who} has NaN/Inf values; validation must reject it before the model")
+        if not finite_checked:
+            finite = np.isfinite(x).all(axis=1)
+            if not finite.all():
+                row = int(np.argmin(finite))
+                who = f"item {item_ids[row]!r}" if item_ids is not None else f"row {row}"
+                raise InputError(f"embeddings: {who} has NaN/Inf values; validation must reject it before the model")
         n, mb = x.shape[0], self.micro_batch
         out = np.empty((n, self.levels), dtype=np.int32)
         with torch.inference_mode():

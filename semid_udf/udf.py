@@ -107,7 +107,7 @@ def encode_batch(enc: CodeEncoder, batch: pa.RecordBatch, id_col: str, emb_col: 
         if len(rows):
             mat_good = mat if not bad.any() else mat[~bad]
             sub_ids = ids if len(rows) == n else ids.take(pa.array(rows))
-            codes[rows] = enc(mat_good, item_ids=sub_ids)
+            codes[rows] = enc(mat_good, item_ids=sub_ids, finite_checked=True)
             hashes[rows] = embedding_hash(mat_good)
             ok[rows] = True
     if rejected:  # rare: rebuild the two string columns with the new reasons
