@@ -138,6 +138,7 @@ class RssSampler(threading.Thread):
     def __init__(self, root_pid: int):
         super().__init__(daemon=True)
         self.root, self.stop_flag = root_pid, False
+        self.cpu_ticks: dict[int, int] = {}
         self.peak = {"driver_python_mb": 0.0, "driver_jvm_mb": 0.0, "python_worker_max_mb": 0.0,
                      "python_workers_sum_mb": 0.0}
 
@@ -162,6 +163,8 @@ class RssSampler(threading.Thread):
             workers = []
             for pid in self.tree():
                 try:
+                    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                    self.cpu_ticks[pid] = int(stat[11]) + int(stat[12])  # utime + stime
                     cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
                     rss = next(int(line.split()[1]) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
                                if line.startswith("VmRSS:")) / 1024
@@ -192,13 +195,15 @@ def job(data: Path, ck: Path, wh: Path, table: str, master: str | None, device: 
     out, err = p.communicate()
     wall = time.perf_counter() - t0
     sampler.stop_flag = True
+    cpu_s = sum(sampler.cpu_ticks.values()) / os.sysconf("SC_CLK_TCK")  # driver, JVM, workers (last sample)
     if p.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed: {err[-3000:]}")
     runs = ds.dataset(wh / f"{table.split('.')[0]}.db" / f"{table.split('.')[1]}_manifest", format="parquet").to_table()
     last = [r for r in runs.to_pylist() if r["status"] == "complete"][-1]
     details = json.loads(last["details"])
     total = details["timings"]["total"]
-    return {"items": last["rows_out"], "wall_s": round(wall, 3), "job_s": total, "items_s": last["rows_out"] / total,
+    return {"items": last["rows_out"], "wall_s": round(wall, 3), "cpu_s": round(cpu_s, 1),
+            "cores_busy": round(cpu_s / wall, 2), "job_s": total, "items_s": last["rows_out"] / total,
             "items_s_wall": last["rows_out"] / wall, "timings": details["timings"], "peak_rss": sampler.peak}
 
 
