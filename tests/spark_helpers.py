@@ -32,3 +32,13 @@ def write_input(path: Path, ids, vectors, files: int = 2, id_type=pa.int64()) ->
 def table_rows(spark, name: str, version: str):
     df = spark.table(name).where(f"model_version = '{version}'").drop("run_id").toPandas()
     return df.sort_values("item_id").reset_index(drop=True)
+
+
+def published_files(wh: Path, table: str) -> dict:
+    """A table's rows read straight from its Parquet files (no Spark), sorted by item_id,
+    without run_id (which differs between otherwise identical runs)."""
+    import pyarrow.dataset as ds
+
+    db, name = table.split(".")
+    t = ds.dataset(wh / f"{db}.db" / name, format="parquet", partitioning="hive").to_table()
+    return t.drop_columns(["run_id"]).sort_by("item_id").to_pydict()

@@ -7,11 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pyarrow.dataset as ds
 import pytest
 
 from .conftest import ROOT, clustered
-from .spark_helpers import write_input
+from .spark_helpers import published_files, write_input
 
 pytestmark = pytest.mark.spark
 BIN = Path(sys.executable).parent
@@ -21,11 +20,6 @@ def run(cmd, **kw):
     env = dict(os.environ, PYSPARK_PYTHON=sys.executable)
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=kw.pop("cwd", ROOT), timeout=600, **kw)
     return p
-
-
-def table(wh: Path):
-    t = ds.dataset(wh / "cli.db" / "sids", format="parquet", partitioning="hive").to_table()
-    return t.drop_columns(["run_id"]).sort_by("item_id").to_pydict()
 
 
 def test_console_script_and_spark_submit_agree(tiny_checkpoint, tmp_path):
@@ -38,7 +32,7 @@ def test_console_script_and_spark_submit_agree(tiny_checkpoint, tmp_path):
     submit = shutil.which("spark-submit", path=str(BIN)) or "spark-submit"
     b = run([submit, "--master", "local[2]", "jobs/assign_semantic_ids.py", *args, "--warehouse", str(tmp_path / "wh2")])
     assert b.returncode == 0, b.stderr[-3000:]
-    assert table(tmp_path / "wh1") == table(tmp_path / "wh2")
+    assert published_files(tmp_path / "wh1", "cli.sids") == published_files(tmp_path / "wh2", "cli.sids")
 
     lookup = (
         "import sys; from semid_udf.session import build_session; "
@@ -48,7 +42,7 @@ def test_console_script_and_spark_submit_agree(tiny_checkpoint, tmp_path):
     )
     c = run([sys.executable, "-c", lookup], cwd=tmp_path)
     assert c.returncode == 0, c.stderr[-3000:]
-    expected = table(tmp_path / "wh1")
+    expected = published_files(tmp_path / "wh1", "cli.sids")
     sid = expected["semantic_id"][expected["item_id"].index(123)]
     assert f"FOUND {sid}\n" in c.stdout
 

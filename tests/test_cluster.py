@@ -13,11 +13,10 @@ import time
 import urllib.request
 from pathlib import Path
 
-import pyarrow.dataset as ds
 import pytest
 
 from .conftest import ROOT, clustered
-from .spark_helpers import write_input
+from .spark_helpers import published_files, write_input
 
 pytestmark = pytest.mark.spark
 BIN = Path(sys.executable).parent
@@ -76,11 +75,6 @@ def cluster(tmp_path):
         p.wait()
 
 
-def rows(wh: Path):
-    t = ds.dataset(wh / "clu.db" / "ids", format="parquet", partitioning="hive").to_table()
-    return t.drop_columns(["run_id"]).sort_by("item_id").to_pydict()
-
-
 def test_standalone_cluster_with_a_killed_worker_matches_local_mode(cluster, tiny_checkpoint, tmp_path):
     master, workers = cluster
     x = clustered(2000, 16, seed=61)
@@ -116,4 +110,4 @@ def test_standalone_cluster_with_a_killed_worker_matches_local_mode(cluster, tin
                             "--warehouse", str(tmp_path / "wh_local")], cwd=ROOT, env=env(), capture_output=True,
                            text=True, timeout=600)
     assert local.returncode == 0, local.stderr[-3000:]
-    assert rows(tmp_path / "wh_cluster") == rows(tmp_path / "wh_local")
+    assert published_files(tmp_path / "wh_cluster", "clu.ids") == published_files(tmp_path / "wh_local", "clu.ids")

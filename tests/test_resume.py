@@ -13,7 +13,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from .conftest import ROOT, clustered
-from .spark_helpers import write_input
+from .spark_helpers import published_files, write_input
 
 pytestmark = pytest.mark.spark
 BIN = Path(sys.executable).parent
@@ -35,11 +35,6 @@ def finish(p) -> str:
     err = p.err_path.read_text()
     assert p.returncode == 0, err[-3000:]
     return err
-
-
-def rows(wh: Path):
-    t = ds.dataset(wh / "res.db" / "ids", format="parquet", partitioning="hive").to_table()
-    return t.drop_columns(["run_id"]).sort_by("item_id").to_pydict()
 
 
 def test_killed_driver_resumes_from_committed_shards(tiny_checkpoint, tmp_path):
@@ -77,4 +72,4 @@ def test_killed_driver_resumes_from_committed_shards(tiny_checkpoint, tmp_path):
     assert "0000deadbeef0000" in err
 
     finish(assign(args[:-2], tmp_path / "wh_clean"))  # one uninterrupted, unsharded run
-    assert rows(wh) == rows(tmp_path / "wh_clean")
+    assert published_files(wh, "res.ids") == published_files(tmp_path / "wh_clean", "res.ids")
