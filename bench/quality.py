@@ -138,6 +138,10 @@ def faiss_rq(v: np.ndarray, beam: int, threads: int = 1):
     fit_s = time.perf_counter() - t0
     packed = rq.compute_codes(np.ascontiguousarray(v))
     v_hat = rq.decode(packed)
+    rq.max_beam_size = 1  # the same codebooks, encoded greedily as semid's inference does
+    greedy = rq.decode(rq.compute_codes(np.ascontiguousarray(v)))
+    log.info("FAISS RQ relative error with its codebooks: beam %d %.5f, greedy %.5f", beam,
+             float(((v - v_hat) ** 2).sum() / (v ** 2).sum()), float(((v - greedy) ** 2).sum() / (v ** 2).sum()))
     codes = packed.astype(np.int64)  # 4 codes x 8 bits: byte m is the code of level m
     books = faiss.vector_to_array(rq.codebooks).reshape(4, 256, v.shape[1])
     check = sum(books[m][codes[:, m]] for m in range(4))
@@ -158,6 +162,7 @@ def main() -> None:
     p.add_argument("--nn-sample", type=int, default=20_000)
     p.add_argument("--beam", type=int, default=5)
     p.add_argument("--grads", default="ste,rotation", help=f"RQ-VAE variants, one training each: {','.join(GRADS)}")
+    p.add_argument("--checkpoint", help="score this semid checkpoint (and FAISS on its latents) instead of training")
     p.add_argument("--skip", default="", help="comma list of rkmeans,faiss_rq_latent,faiss_rq_input to skip")
     args = p.parse_args()
     OUT = Path(args.out)
@@ -175,10 +180,15 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     skip = set(filter(None, args.skip.split(",")))
     results, first_model = [], None
+    if args.checkpoint:
+        from semid_udf.checkpoint import load_checkpoint
+
+        first_model = (Path(args.checkpoint).parent.name, load_checkpoint(args.checkpoint)[0])
+        args.grads = ""
     for grad in filter(None, args.grads.split(",")):
         reps, model = run_rqvae(x, grad, args)
         results.extend(reps)
-        first_model = first_model or (grad, model)
+        first_model = first_model or (f"rqvae-{grad}", model)
     if "rkmeans" not in skip:
         results.append(run_rkmeans(x, args))
     if first_model and "faiss_rq_latent" not in skip:
@@ -187,7 +197,7 @@ def main() -> None:
         variant, model = first_model
         z = latents(model, x)
         codes, z_hat, fit_s = faiss_rq(z, args.beam, args.threads)
-        rep = score(f"faiss_rq_latent(rqvae-{variant})", codes, x, fit_s,
+        rep = score(f"faiss_rq_latent({variant})", codes, x, fit_s,
                     errors(x, decode_input(model, z_hat), z, z_hat), args)
         results.append(rep)
     if "faiss_rq_input" not in skip:

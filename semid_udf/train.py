@@ -7,15 +7,16 @@ and follow the encoder by an exponential moving average of the residuals assigne
 do not collapse onto a few codes. Loss: reconstruction summed over dimensions (averaging it
 shrinks the gradient D times and is a known cause of collapse) + beta * commitment.
 
-After the encoder is trained, the codebooks are refined on the final latents of the whole
+Measured on 220k real sentence embeddings (``bench/quality.py``, ``bench/QUALITY.md``):
+the gradient through the quantiser is the rotation trick (Fifty et al. 2024) by default:
+straight-through diverged there (commitment loss jumped after 13 epochs, level 0 fell to 10%
+utilisation). After training, the codebooks are refined on the final latents of the whole
 sample (``REFINE_ITERS`` rounds of residual k-means: greedy encode as inference does, then
-each codebook becomes the mean of what the other levels leave of its items; codes left
-empty are re-seeded from the worst-reconstructed items). The EMA codebooks lag the encoder;
-refinement fits them to the latents that inference will actually see.
-
-What was measured and kept or dropped (``bench/quality.py``, ``bench/QUALITY.md``): the
-gradient through the quantiser (``grad``: straight-through or the rotation trick of Fifty
-et al. 2024) and the refinement are options of :func:`fit` so the bench can compare them.
+each code becomes the mean of what the other levels leave of its items; empty codes are
+re-seeded from the worst-reconstructed items; a round is kept only if it lowers the error).
+Measured: latent error -4%, first-code lift 82x -> 87x, and no code left dead on the sample
+(without it a small test set kept 13 of 16 codes); it costs some unique IDs (0.977 -> 0.9725
+on the bench) and the largest bucket grew 47 -> 90: kept, with the trade-off documented.
 Deterministic for a seed and a thread count. No pyspark import here.
 """
 from __future__ import annotations
@@ -34,7 +35,7 @@ from .model import RQVAE, ResidualQuantizer
 log = logging.getLogger(__name__)
 
 GRADS = ("ste", "rotation")
-REFINE_ITERS = 10  # default rounds of codebook refinement on the final latents (0 = off)
+REFINE_ITERS = 10  # rounds of codebook refinement on the final latents (0 = off)
 
 
 def kmeans(x: torch.Tensor, k: int, iters: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
