@@ -99,7 +99,7 @@ def print_summary(rep: dict, out: str) -> None:
 
 
 def cli() -> None:
-    sys.exit(_cli.run_main(PROG, main, None))
+    _cli.exit_on_failure(_cli.run_main(PROG, main, None))
 
 
 if __name__ == "__main__":
