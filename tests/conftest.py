@@ -67,3 +67,14 @@ def spark(tmp_path_factory):
     prepare_session(session)
     yield session
     session.stop()
+
+
+def tampered_copy(checkpoint: Path, dest: Path) -> Path:
+    """A copy of ``checkpoint`` whose weights file has its last byte flipped."""
+    import shutil
+
+    shutil.copytree(checkpoint, dest)
+    data = bytearray((dest / "model.safetensors").read_bytes())
+    data[-1] ^= 0xFF
+    (dest / "model.safetensors").write_bytes(bytes(data))
+    return dest

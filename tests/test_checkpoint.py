@@ -10,7 +10,7 @@ from semid_udf.config import ModelConfig
 from semid_udf.errors import CheckpointError
 from semid_udf.model import RQVAE
 
-from .conftest import clustered
+from .conftest import clustered, tampered_copy
 
 
 def test_save_load_gives_identical_codes(tiny_checkpoint, tmp_path):
@@ -91,13 +91,7 @@ def test_a_pickle_file_given_as_the_checkpoint_is_refused(tmp_path):
 
 
 def test_digest_mismatch_is_refused(tiny_checkpoint, tmp_path):
-    import shutil
-
-    d = tmp_path / "tampered"
-    shutil.copytree(tiny_checkpoint, d)
-    data = bytearray((d / "model.safetensors").read_bytes())
-    data[-1] ^= 0xFF
-    (d / "model.safetensors").write_bytes(bytes(data))
+    d = tampered_copy(tiny_checkpoint, tmp_path / "tampered")
     with pytest.raises(CheckpointError, match="sha256 expected"):
         read_checkpoint(d)
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ import pytest
 from jobs.assign_semantic_ids import check_paths
 from semid_udf.errors import UnsafeSettingError
 
-from .conftest import ROOT
+from .conftest import ROOT, tampered_copy
 
 
 @pytest.mark.parametrize("inp, ck, wh, table", [
@@ -32,11 +31,7 @@ def test_safe_locations_pass(tmp_path):
 
 
 def test_tampered_checkpoint_stops_the_job_before_spark(tiny_checkpoint, tmp_path):
-    ck = tmp_path / "ck"
-    shutil.copytree(tiny_checkpoint, ck)
-    data = bytearray((ck / "model.safetensors").read_bytes())
-    data[-1] ^= 0xFF
-    (ck / "model.safetensors").write_bytes(bytes(data))
+    ck = tampered_copy(tiny_checkpoint, tmp_path / "ck")
     p = subprocess.run([str(Path(sys.executable).parent / "semid-assign"), "--input", str(tmp_path / "in"),
                         "--checkpoint", str(ck), "--table", "db.t", "--warehouse", str(tmp_path / "wh")],
                        capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, PYSPARK_PYTHON=sys.executable),
