@@ -17,7 +17,6 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
@@ -176,7 +175,3 @@ def build_model(blob: CheckpointBlob) -> torch.nn.Module:
 def load_checkpoint(directory: str | Path) -> tuple[torch.nn.Module, CheckpointBlob]:
     blob = read_checkpoint(directory)
     return build_model(blob), blob
-
-
-def codebook_array(blob: CheckpointBlob) -> np.ndarray:
-    return blob.tensors()["quantizer.codebooks"].numpy()
