@@ -6,6 +6,7 @@ collision suffix, the writes) moves ids, hashes and codes only.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import math
@@ -13,9 +14,10 @@ import platform
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Iterator
 
-from pyspark import StorageLevel
+import pyarrow as pa
+from pyspark import InheritableThread, StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -24,13 +26,15 @@ from . import staging
 from . import table as tb
 from .checkpoint import CheckpointBlob
 from .config import JobConfig, to_dict
-from .errors import InputError, ReconcileError
+from .errors import ConfigError, InputError, ReconcileError
 from .session import check_safe_settings
-from .udf import make_map_fn, output_fields
+from .reader import InputPlan, is_local, plan_input
+from .udf import UNIT_SCHEMA, make_map_fn, make_reader_fn, output_fields
 
 log = logging.getLogger(__name__)
 
 ROWS_PER_FILE = 1_000_000
+MIN_ROWS_PER_FILE = 250_000
 
 
 @dataclass
@@ -63,6 +67,12 @@ def library_versions() -> dict[str, str]:
 
 def new_run_id() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
+
+
+def output_files(rows: int, cores: int) -> int:
+    """Files per version: at most ROWS_PER_FILE rows each, and one per core (while each keeps
+    at least MIN_ROWS_PER_FILE rows) so that sorting and writing them uses every core."""
+    return max(1, math.ceil(rows / ROWS_PER_FILE), min(cores, rows // MIN_ROWS_PER_FILE))
 
 
 def bucket_stats(codes: DataFrame, levels: int, rows: int) -> dict[str, Any]:
@@ -102,7 +112,7 @@ def run_assign(spark: SparkSession, cfg: JobConfig, blob: CheckpointBlob, *, tab
     name = table if "." in table else f"default.{table}"
     rejects_name, manifest_name = f"{name}_rejects", f"{name}_manifest"
     version = blob.model_version
-    levels, dim = int(blob.model["levels"]), int(blob.model["input_dim"])
+    levels = int(blob.model["levels"])
     sids = tb.sid_cols(levels)
     res = RunResult(run_id=run_id or new_run_id(), model_version=version, table=name, mode=mode)
     sc = spark.sparkContext
@@ -123,22 +133,40 @@ def run_assign(spark: SparkSession, cfg: JobConfig, blob: CheckpointBlob, *, tab
         log.info("%s", label)
 
     step("checking the input")
-    raw = tb.read_input(spark, input_path, input_table)
-    df = tb.normalise_input(raw, cfg.input.id_col, cfg.input.embedding_col, cfg.input.cast_double)
-    id_type = df.schema["item_id"].dataType
-
-    step("creating the tables if absent")
-    tb.ensure_database(spark, db, warehouse)
-    tb.ensure_table(spark, name, tb.table_columns(id_type, levels), ["model_version"])
-    tb.ensure_table(spark, rejects_name, tb.REJECT_COLUMNS, ["model_version", "run_id"])
-    tb.ensure_table(spark, manifest_name, tb.MANIFEST_COLUMNS, [])
-    tb.create_views(spark, name)
+    source = read_source(spark, cfg, input_path, input_table)
     res.details["input"] = input_path or input_table
+    step("counting the input")
+    n_input = source.rows()
+    if n_input == 0:
+        raise InputError("input: expected at least 1 row, got 0: refusing to publish an empty version")
+    set_shuffle_partitions(spark, n_input)
+    enc = Encoding(spark, cfg, blob, source, levels)
     base_row = {"run_id": res.run_id, "model_version": version, "mode": mode, "started_at": started_at}
-    step("recording the run as running")
-    tb.write_manifest(spark, manifest_name, {**base_row, "status": "running"})
+    background = None
+    if cfg.output.shards == 1:
+        # Encoding needs no table: start it now, so that the metastore work below (seconds
+        # with an embedded metastore) runs while the workers encode.
+        background = enc.start(res)
     try:
-        _pipeline(spark, cfg, blob, res, raw, df, name, rejects_name, levels, dim, sids, step)
+        with other_pool(sc, "semid_metastore"):  # with FAIR scheduling, not queued behind the encode tasks
+            step("creating the tables if absent")
+            tb.ensure_database(spark, db, warehouse)
+            tb.ensure_table(spark, name, tb.table_columns(source.id_type, levels), ["model_version"])
+            tb.ensure_table(spark, rejects_name, tb.REJECT_COLUMNS, ["model_version", "run_id"])
+            tb.ensure_table(spark, manifest_name, tb.MANIFEST_COLUMNS, [])
+            tb.create_views(spark, name)
+            step("recording the run as running")
+            tb.write_manifest(spark, manifest_name, {**base_row, "status": "running"})
+    except BaseException:
+        enc.close(background)
+        raise
+    try:
+        if background is None:
+            enc.encode_sharded(res, name, step)
+        else:
+            step("encoding: validating and assigning codes to every row")
+            background.wait()
+        _publish(spark, cfg, res, enc, n_input, name, rejects_name, levels, sids, step)
     except BaseException as e:
         res.timings["total"] = round(time.perf_counter() - t_start, 3)
         try:
@@ -148,6 +176,8 @@ def run_assign(spark: SparkSession, cfg: JobConfig, blob: CheckpointBlob, *, tab
         except Exception as m:  # the run's own error matters more; say that the manifest failed too
             log.error("could not record the failed run in %s: %s", manifest_name, m)
         raise
+    finally:
+        enc.close(background)
     res.timings["total"] = round(time.perf_counter() - t_start, 3)
     res.details.update({
         "input": input_path or input_table, "rejects_by_reason": res.rejects_by_reason, "buckets": res.buckets,
@@ -166,107 +196,229 @@ def run_assign(spark: SparkSession, cfg: JobConfig, blob: CheckpointBlob, *, tab
     return res
 
 
-def _pipeline(spark, cfg, blob, res, raw, df, name, rejects_name, levels, dim, sids, step) -> None:
-    step("counting the input")
-    n_input = raw.count()  # Parquet footers: no scan of the vectors
-    if n_input == 0:
-        raise InputError("input: expected at least 1 row, got 0: refusing to publish an empty version")
-    set_shuffle_partitions(spark, n_input)
-    t = time.perf_counter()
-    reason, detail = tb.validation(dim)
-    staged = df.select("item_id", F.when(reason.isNull(), F.col("embedding")).alias("embedding"),
-                       reason.alias("reason"), detail.alias("detail"))
-    schema = T.StructType([T.StructField("item_id", df.schema["item_id"].dataType)] + [
-        T.StructField(n, {"string": T.StringType(), "int64": T.LongType(), "int32": T.IntegerType()}[str(t_)])
-        for n, t_ in output_fields(levels)])
-    bc = spark.sparkContext.broadcast(blob)
-    map_fn = make_map_fn(bc, cfg.encode, cfg.plugin, "item_id", "embedding")
+@dataclass
+class Source:
+    """The input as the encode step sees it: planned for pyarrow in the tasks, or a Spark DataFrame."""
 
-    def encode(frame: DataFrame) -> DataFrame:
-        return frame.mapInArrow(map_fn, schema)
+    id_type: T.DataType
+    plan: InputPlan | None = None
+    frame: DataFrame | None = None  # (item_id, embedding), Spark's reader
+    raw: DataFrame | None = None
 
-    if cfg.output.shards > 1:
-        fs = staging.Fs(spark)
-        root = staging.table_location(spark, name) + "_semid_staging"
-        settings = {"encode": to_dict(cfg.encode), "plugin": to_dict(cfg.plugin), "input": to_dict(cfg.input)}
-        fp = staging.fingerprint(fs, raw, str(res.details.get("input")), res.model_version, settings, cfg.output.shards)
-        coded, res.details["resume"] = staging.encode_sharded(spark, staged, encode, cfg.output.shards, root, fp, step)
-    else:
-        coded = encode(staged)
-    c = tb.classify_duplicates(coded).persist(StorageLevel.MEMORY_AND_DISK)
-    try:
-        step("encoding: validating and assigning codes to every row")
-        counts = {r["reason"]: int(r["count"]) for r in c.groupBy("reason").count().collect()}
+    def rows(self) -> int:
+        return self.plan.rows if self.plan else self.raw.count()  # Spark: Parquet footers, no scan of the vectors
+
+    def file_stamps(self, fs: staging.Fs) -> list[tuple[str, int, int]]:
+        if self.plan:
+            return list(self.plan.files)
+        return [(f, *fs.file_stamp(f)) for f in sorted(self.raw.inputFiles())]
+
+
+_SPARK_IDS = {pa.int32(): T.IntegerType(), pa.int64(): T.LongType(), pa.string(): T.StringType()}
+
+
+def read_source(spark: SparkSession, cfg: JobConfig, input_path: str | None, input_table: str | None) -> Source:
+    """``input.reader``: arrow reads the Parquet in the Python tasks (only Python touches the
+    vectors); spark reads it with Spark; auto picks arrow for a local or mounted path."""
+    ic = cfg.input
+    arrow = ic.reader == "arrow" or (ic.reader == "auto" and input_path is not None and is_local(input_path))
+    if arrow:
+        if input_path is None:
+            raise ConfigError("input.reader=arrow: expected --input PATH (a Parquet file or folder), got --input-table; "
+                              "use input.reader=spark or auto for tables")
+        target = int(spark._jsparkSession.sessionState().conf().filesMaxPartitionBytes())  # parsed, units and all
+        plan = plan_input(input_path, ic.id_col, ic.embedding_col, ic.cast_double, target_bytes=target)
+        log.info("reader: pyarrow in the tasks (%d units of up to %d MB)", len(plan.units), target >> 20)
+        return Source(_SPARK_IDS[plan.id_type], plan=plan)
+    raw = tb.read_input(spark, input_path, input_table)
+    frame = tb.normalise_input(raw, ic.id_col, ic.embedding_col, ic.cast_double)
+    log.info("reader: Spark")
+    return Source(frame.schema["item_id"].dataType, frame=frame, raw=raw)
+
+
+class Encoding:
+    """The encode step: every input row becomes codes or a reject reason (once), with the
+    duplicate ids classified; the result is persisted for the writes that follow."""
+
+    def __init__(self, spark: SparkSession, cfg: JobConfig, blob: CheckpointBlob, source: Source, levels: int):
+        self.spark, self.cfg, self.source = spark, cfg, source
+        self.dim = int(blob.model["input_dim"])
+        self.schema = T.StructType([T.StructField("item_id", source.id_type)] + [
+            T.StructField(n, {"string": T.StringType(), "int64": T.LongType(), "int32": T.IntegerType()}[str(t_)])
+            for n, t_ in output_fields(levels)])
+        self.bc = spark.sparkContext.broadcast(blob)
+        self.c: DataFrame | None = None
+        self.counts: dict[str | None, int] = {}
+        if source.plan:
+            self.fn = make_reader_fn(self.bc, source.plan, cfg.encode, cfg.plugin, cfg.output.arrow_batch)
+        else:
+            self.fn = make_map_fn(self.bc, cfg.encode, cfg.plugin, "item_id", "embedding")
+
+    def shard(self, k: int, shards: int) -> DataFrame:
+        """Codes of shard ``k`` of ``shards`` (all rows when ``shards`` is 1)."""
+        if self.source.plan:
+            units = [(u.index, u.path, list(u.row_groups), u.rows, u.file_size)
+                     for u in self.source.plan.units if u.index % shards == k]
+            rdd = self.spark.sparkContext.parallelize(units, max(1, len(units)))  # one task per unit
+            return self.spark.createDataFrame(rdd, UNIT_SCHEMA).mapInArrow(self.fn, self.schema)
+        frame = self.source.frame
+        if shards > 1:
+            frame = frame.where(F.pmod(F.xxhash64(F.col("item_id")), F.lit(shards)) == k)
+        return frame.mapInArrow(self.fn, self.schema)
+
+    def _classify_and_count(self, coded: DataFrame, res: RunResult) -> None:
+        """Persist the coded rows and count them by reason. Duplicate ids are classified with
+        a window over ids (a sort of every row) only when a cheaper aggregate finds any."""
+        t = time.perf_counter()
+        self.c = coded.persist(StorageLevel.MEMORY_AND_DISK)
+        self.counts = {r["reason"]: int(r["count"]) for r in self.c.groupBy("reason").count().collect()}
+        repeated = (self.c.where(F.col("reason").isNull()).groupBy("item_id").agg(F.count(F.lit(1)).alias("n"))
+                    .where(F.col("n") > 1).count())
+        if repeated:
+            log.info("%d item ids occur more than once: classifying their copies", repeated)
+            plain = self.c
+            self.c = tb.classify_duplicates(plain).persist(StorageLevel.MEMORY_AND_DISK)
+            self.counts = {r["reason"]: int(r["count"]) for r in self.c.groupBy("reason").count().collect()}
+            plain.unpersist()
         res.timings["encode"] = round(time.perf_counter() - t, 3)
-        res.rows_in = sum(counts.values())
-        good = counts.pop(None, 0)
-        res.rejects_by_reason = dict(sorted(counts.items()))
-        res.rows_rejected = sum(counts.values())
-        if n_input != res.rows_in:
-            raise ReconcileError(f"rows: expected {n_input} rows out of the encoder (rows in the input), got {res.rows_in}")
 
+    def start(self, res: RunResult) -> Background:
+        sc = self.spark.sparkContext
+        return Background(sc, f"semid {res.run_id}: encoding: validating and assigning codes to every row",
+                          lambda: self._classify_and_count(self.shard(0, 1), res))
+
+    def encode_sharded(self, res: RunResult, name: str, step: Callable[[str], None]) -> None:
+        cfg = self.cfg
+        fs = staging.Fs(self.spark)
+        root = staging.table_location(self.spark, name) + "_semid_staging"
+        settings = {"encode": to_dict(cfg.encode), "plugin": to_dict(cfg.plugin), "input": to_dict(cfg.input)}
+        fp = staging.fingerprint(self.source.file_stamps(fs), str(res.details.get("input")), res.model_version,
+                                 settings, cfg.output.shards)
+        coded, res.details["resume"] = staging.encode_sharded(self.spark, self.shard, cfg.output.shards, root, fp, step)
+        step("classifying duplicates and counting")
+        self._classify_and_count(coded, res)
+
+    def close(self, background: Background | None) -> None:
+        if background is not None:
+            background.cancel()
+        if self.c is not None:
+            self.c.unpersist()
+        self.bc.destroy()
+
+
+class Background:
+    """One Spark action in another thread, in its own job group; ``wait`` re-raises its error."""
+
+    def __init__(self, sc: Any, description: str, fn: Callable[[], None]):
+        self.sc, self.group = sc, f"semid-{uuid.uuid4().hex[:12]}"
+        self.error: BaseException | None = None
+        self.done = False
+
+        def target() -> None:
+            try:
+                sc.setJobGroup(self.group, description, interruptOnCancel=True)
+                fn()
+            except BaseException as e:  # handed to the main thread by wait()
+                self.error = e
+            finally:
+                self.done = True
+
+        self.thread = InheritableThread(target=target, daemon=True)
+        self.thread.start()
+
+    def wait(self) -> None:
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+    def cancel(self) -> None:
+        """Stop the action if it still runs (the main thread failed or finished with it)."""
+        if not self.done:
+            self.sc.cancelJobGroup(self.group)
+        self.thread.join()
+
+
+@contextlib.contextmanager
+def other_pool(sc: Any, pool: str) -> Iterator[None]:
+    """Jobs of this thread go to scheduler pool ``pool`` (FAIR mode shares the cores between pools)."""
+    sc.setLocalProperty("spark.scheduler.pool", pool)
+    try:
+        yield
+    finally:
+        sc.setLocalProperty("spark.scheduler.pool", None)
+
+
+def _publish(spark, cfg, res, enc: Encoding, n_input, name, rejects_name, levels, sids, step) -> None:
+    """Rejects, bucket statistics, the table, and the reconciliation, from the encoded rows."""
+    dim = enc.dim
+    c, counts = enc.c, dict(enc.counts)
+    res.rows_in = sum(counts.values())
+    good = counts.pop(None, 0)
+    res.rejects_by_reason = dict(sorted(counts.items()))
+    res.rows_rejected = sum(counts.values())
+    if n_input != res.rows_in:
+        raise ReconcileError(f"rows: expected {n_input} rows out of the encoder (rows in the input), got {res.rows_in}")
+
+    if res.rows_rejected:  # a new run_id partition: with no rejects there is nothing to write or replace
         step("writing rejects")
         t = time.perf_counter()
         (c.where(F.col("reason").isNotNull())
          .select(F.col("item_id").cast("string"), "reason", "detail", F.lit(res.model_version), F.lit(res.run_id))
          .write.insertInto(rejects_name, overwrite=True))
         res.timings["write_rejects"] = round(time.perf_counter() - t, 3)
-        _check_reject_rate(c, cfg, res, dim, good)
+    _check_reject_rate(c, cfg, res, dim, good)
 
-        kept = c.where(F.col("reason").isNull()).select("item_id", *sids, "embedding_hash")
-        base = None
-        rows_before = 0
-        if res.mode == "append":
-            step("append: matching items already in the table")
-            existing = spark.table(name).where(F.col("model_version") == res.model_version)
-            rows_before = existing.count()
-            old = kept.join(existing.select("item_id", F.col("embedding_hash").alias("_old_hash")), "item_id", "inner")
-            agg = old.agg(F.count(F.lit(1)).alias("n"),
-                          F.sum((F.col("embedding_hash") != F.col("_old_hash")).cast("int")).alias("changed")).first()
-            rows_existing, changed = int(agg["n"]), int(agg["changed"] or 0)
-            res.details["rows_existing"] = rows_existing
-            res.details["rows_embedding_changed"] = changed
-            if changed:
-                log.warning("%d items already have an ID but arrived with a changed embedding: their published ID is kept "
-                            "(see README, 'Append mode')", changed)
-            kept = kept.join(existing.select("item_id"), "item_id", "left_anti")
-            base = existing.groupBy(*sids).agg((F.max("sid_suffix") + 1).alias("_next"))
-            all_codes = existing.select(*sids).unionByName(kept.select(*sids))
-            res.rows_new = good - rows_existing
-        else:
-            all_codes = kept.select(*sids)
-            res.rows_new = good
+    kept = c.where(F.col("reason").isNull()).select("item_id", *sids, "embedding_hash")
+    base = None
+    rows_before = 0
+    if res.mode == "append":
+        step("append: matching items already in the table")
+        existing = spark.table(name).where(F.col("model_version") == res.model_version)
+        rows_before = existing.count()
+        old = kept.join(existing.select("item_id", F.col("embedding_hash").alias("_old_hash")), "item_id", "inner")
+        agg = old.agg(F.count(F.lit(1)).alias("n"),
+                      F.sum((F.col("embedding_hash") != F.col("_old_hash")).cast("int")).alias("changed")).first()
+        rows_existing, changed = int(agg["n"]), int(agg["changed"] or 0)
+        res.details["rows_existing"] = rows_existing
+        res.details["rows_embedding_changed"] = changed
+        if changed:
+            log.warning("%d items already have an ID but arrived with a changed embedding: their published ID is kept "
+                        "(see README, 'Append mode')", changed)
+        kept = kept.join(existing.select("item_id"), "item_id", "left_anti")
+        base = existing.groupBy(*sids).agg((F.max("sid_suffix") + 1).alias("_next"))
+        all_codes = existing.select(*sids).unionByName(kept.select(*sids))
+        res.rows_new = good - rows_existing
+    else:
+        all_codes = kept.select(*sids)
+        res.rows_new = good
 
-        step("bucket statistics")
-        res.buckets = bucket_stats(all_codes, levels, rows_before + res.rows_new)
-        cap = cfg.output.max_bucket_size
-        if cap and res.buckets["largest_bucket"] > cap:
-            raise InputError(f"bucket size: expected at most {cap} items per code tuple (output.max_bucket_size), "
-                             f"got {res.buckets['largest_bucket']}")
+    step("bucket statistics")
+    res.buckets = bucket_stats(all_codes, levels, rows_before + res.rows_new)
+    cap = cfg.output.max_bucket_size
+    if cap and res.buckets["largest_bucket"] > cap:
+        raise InputError(f"bucket size: expected at most {cap} items per code tuple (output.max_bucket_size), "
+                         f"got {res.buckets['largest_bucket']}")
 
-        step(f"writing {res.rows_new} rows to {name} (model_version={res.model_version}, {res.mode})")
-        t = time.perf_counter()
-        files = cfg.output.files_per_version or max(1, math.ceil(res.rows_new / ROWS_PER_FILE))
-        out = tb.with_suffix(kept, levels, files, base).select(
-            "item_id", *sids, "sid_suffix", tb.semantic_id(levels).alias("semantic_id"), "embedding_hash",
-            F.lit(res.run_id).alias("run_id"), F.lit(res.model_version).alias("model_version"))
-        if res.rows_new:
-            out.write.insertInto(name, overwrite=(res.mode == "full"))
-        res.timings["write_table"] = round(time.perf_counter() - t, 3)
+    step(f"writing {res.rows_new} rows to {name} (model_version={res.model_version}, {res.mode})")
+    t = time.perf_counter()
+    files = cfg.output.files_per_version or output_files(res.rows_new, spark.sparkContext.defaultParallelism)
+    out = tb.with_suffix(kept, levels, files, base).select(
+        "item_id", *sids, "sid_suffix", tb.semantic_id(levels).alias("semantic_id"), "embedding_hash",
+        F.lit(res.run_id).alias("run_id"), F.lit(res.model_version).alias("model_version"))
+    if res.rows_new:
+        out.write.insertInto(name, overwrite=(res.mode == "full"))
+    res.timings["write_table"] = round(time.perf_counter() - t, 3)
 
-        step("reconciling counts")
-        in_table = spark.table(name).where(F.col("model_version") == res.model_version).count()
-        in_rejects = (spark.table(rejects_name)
-                      .where((F.col("model_version") == res.model_version) & (F.col("run_id") == res.run_id)).count())
-        expected_table = rows_before + res.rows_new
-        res.rows_out = in_table
-        if in_table != expected_table or in_rejects != res.rows_rejected or res.rows_in != res.rows_out + res.rows_rejected:
-            raise ReconcileError(
-                f"counts: expected rows_in {res.rows_in} == rows_out + rows_rejected with {expected_table} rows in "
-                f"{name} and {res.rows_rejected} rejects; got {in_table} rows and {in_rejects} rejects")
-    finally:
-        c.unpersist()
-        bc.destroy()
+    step("reconciling counts")
+    in_table = spark.table(name).where(F.col("model_version") == res.model_version).count()
+    in_rejects = (spark.table(rejects_name)
+                  .where((F.col("model_version") == res.model_version) & (F.col("run_id") == res.run_id)).count())
+    expected_table = rows_before + res.rows_new
+    res.rows_out = in_table
+    if in_table != expected_table or in_rejects != res.rows_rejected or res.rows_in != res.rows_out + res.rows_rejected:
+        raise ReconcileError(
+            f"counts: expected rows_in {res.rows_in} == rows_out + rows_rejected with {expected_table} rows in "
+            f"{name} and {res.rows_rejected} rejects; got {in_table} rows and {in_rejects} rejects")
 
 
 def _check_reject_rate(c: DataFrame, cfg: JobConfig, res: RunResult, dim: int, good: int) -> None:

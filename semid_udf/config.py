@@ -19,6 +19,7 @@ from .errors import ConfigError
 LAYOUTS = ("auto", "batch_major", "level_major", "per_item", "per_level", "packed")
 DEVICES = ("auto", "cpu", "cuda")
 MODES = ("full", "append")
+READERS = ("auto", "arrow", "spark")
 DISTANCES = ("l2",)
 
 
@@ -104,8 +105,10 @@ class InputConfig:
     id_col: str = "item_id"  # item id column (bigint, int or string, not null)
     embedding_col: str = "embedding"  # embedding column (array<float> of model.input_dim)
     cast_double: bool = True  # accept array<double> by an explicit cast to array<float>
+    reader: str = "auto"  # auto: arrow for local/mounted paths, spark otherwise; arrow: pyarrow in the tasks; spark: Spark's reader
 
     def validate(self) -> None:
+        _choice("input.reader", self.reader, READERS)
         if not self.id_col or not self.embedding_col:
             raise ConfigError("input.id_col and input.embedding_col must be non-empty")
 
@@ -116,7 +119,7 @@ class OutputConfig:
 
     mode: str = "full"  # full: replace this model version's partition; append: only new items
     arrow_batch: int = 8192  # spark.sql.execution.arrow.maxRecordsPerBatch (a multiple of micro_batch wastes nothing)
-    files_per_version: int = 0  # output files per model version; 0 = Spark's shuffle partitions
+    files_per_version: int = 0  # output files per model version; 0 = one per 1M rows, at least one per core (>= 250k rows each)
     max_reject_rate: float = 0.05  # fail the run when more rows than this fraction are rejected
     max_bucket_size: int = 0  # items per code tuple; 0 = unlimited (reported in the manifest)
     shards: int = 1  # >1: encode in this many item-id hash shards, each committed to staging, so a rerun resumes

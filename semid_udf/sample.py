@@ -14,7 +14,6 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from .errors import InputError
-from .table import validation
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +31,12 @@ def take_sample(df: DataFrame, dim: int, sample_size: int, seed: int) -> np.ndar
     if total == 0:
         raise InputError("input: expected at least 1 row to train on, got 0")
     frac = min(1.0, 1.05 * sample_size / total)
-    reason, _ = validation(dim)
+    whole = F.col("item_id").isNotNull() & F.col("embedding").isNotNull() & (F.size("embedding") == dim)
     key = F.xxhash64(F.col("item_id").cast("string"), F.lit(seed)).bitwiseAND(F.lit(0x7FFFFFFFFFFFFFFF)).cast("double") / F.lit(2.0 ** 63)
     finite = ~F.exists("embedding", lambda x: x.isNull() | F.isnan(x) | (F.abs(x) == F.lit(float("inf"))))
     picked = (df.select("item_id", "embedding", key.alias("_key"))
               .where(F.col("_key") < frac)
-              .where(reason.isNull() & finite)
+              .where(whole & finite)
               .limit(int(sample_size * 1.2) + 1000))  # a hard bound on what reaches the driver
     table = picked.toArrow()
     n = table.num_rows

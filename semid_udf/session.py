@@ -22,6 +22,13 @@ log = logging.getLogger(__name__)
 REQUIRED = {
     "spark.sql.sources.partitionOverwriteMode": "dynamic",
 }
+# semid's defaults, where neither spark-submit nor the config sets them.
+DEFAULTS = {
+    "spark.ui.showConsoleProgress": "false",
+    # The encode step runs in the background while the metastore work runs in another
+    # pool; FIFO would queue that work's small jobs behind every encode task.
+    "spark.scheduler.mode": "FAIR",
+}
 # value that loses or duplicates data -> why
 UNSAFE = {
     "spark.hadoop.mapreduce.fileoutputcommitter.algorithm.version": ("2", "commit algorithm v2 leaves a failed job's files readable"),
@@ -70,7 +77,9 @@ def build_session(app_name: str, conf: Mapping[str, str], warehouse: str | None 
             )
         os.environ.setdefault("DERBY_SYSTEM_HOME", wh)
         Path(wh).mkdir(parents=True, exist_ok=True)
-    settings.setdefault("spark.ui.showConsoleProgress", "false")
+    for key, value in DEFAULTS.items():
+        if key not in given:
+            settings.setdefault(key, value)
     if not given and "spark.driver.memory" not in settings:
         # Run directly, the JVM starts here: size its heap from this machine (local mode runs
         # driver and executor in that one JVM; Spark's default 1g failed on 1M x 768 rows).

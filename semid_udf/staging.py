@@ -1,16 +1,17 @@
 """Resumable encoding: deterministic item-id hash shards, each committed to staging.
 
-With ``output.shards = S > 1`` the encode step runs as S Spark jobs, one per shard
-``pmod(xxhash64(item_id), S)``. Each shard's codes are written to
+With ``output.shards = S > 1`` the encode step runs as S Spark jobs, one per shard: with the
+pyarrow reader, every S-th read unit (row groups of one file); with Spark's reader, the
+rows with ``pmod(xxhash64(item_id), S) = k``. Each shard's codes are written to
 ``<table location>_semid_staging/<fingerprint>/shard=k/`` and then marked committed by a
 ``_SEMID_COMMITTED`` file. A rerun with the same fingerprint (same input files, model version
 and encode settings) skips committed shards and computes the rest; everything after the
 encode step reads the staged codes. The run's staging folder is deleted once its manifest is
 complete; other fingerprints' folders (killed runs over another input) are reported.
 
-Cost: each shard scans the input again (Parquet cannot skip rows by a hash of the id), so
-S shards read the vectors S times. Use it for long runs where losing the driver is likelier
-than the extra scans are costly.
+Cost: with the pyarrow reader, none beyond the staging writes (each shard reads only its
+own row groups). With Spark's reader each shard scans the input again (Parquet cannot skip
+rows by a hash of the id), so S shards read the vectors S times.
 """
 from __future__ import annotations
 
@@ -20,7 +21,6 @@ import logging
 from typing import Any, Callable
 
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
 
 log = logging.getLogger(__name__)
 MARKER = "_SEMID_COMMITTED"
@@ -78,21 +78,20 @@ def table_location(spark: SparkSession, name: str) -> str:
     return rows[0]["data_type"].rstrip("/")
 
 
-def fingerprint(fs: Fs, raw: DataFrame, source: str, model_version: str, settings: dict[str, Any], shards: int) -> str:
+def fingerprint(stamps: list[tuple[str, int, int]], source: str, model_version: str, settings: dict[str, Any],
+                shards: int) -> str:
     """Same input files (path, size, mtime), model, encode settings and shard count -> same value."""
-    files = sorted(raw.inputFiles())
-    stamps = [(f, *fs.file_stamp(f)) for f in files]
     doc = {"source": source, "files": stamps, "model_version": model_version, "settings": settings, "shards": shards}
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def encode_sharded(spark: SparkSession, staged: DataFrame, encode: Callable[[DataFrame], DataFrame], shards: int,
+def encode_sharded(spark: SparkSession, shard: Callable[[int, int], DataFrame], shards: int,
                    root: str, fp: str, step: Callable[[str], None]) -> tuple[DataFrame, dict[str, Any]]:
-    """Encode ``staged`` shard by shard into ``root/fp``; return the staged codes and a report."""
+    """Encode shard by shard (``shard(k, shards)`` is shard k's coded rows) into ``root/fp``;
+    return the staged codes and a report."""
     fs = Fs(spark)
     base = f"{root}/{fp}"
     skipped, computed = [], []
-    key = F.pmod(F.xxhash64(F.col("item_id")), F.lit(shards))
     for k in range(shards):
         where = f"{base}/shard={k}"
         if fs.exists(f"{where}/{MARKER}"):
@@ -100,7 +99,7 @@ def encode_sharded(spark: SparkSession, staged: DataFrame, encode: Callable[[Dat
             log.info("shard %d/%d already committed (%s): skipping", k + 1, shards, where)
             continue
         step(f"encoding shard {k + 1}/{shards}")
-        encode(staged.where(key == k)).write.mode("overwrite").parquet(where)
+        shard(k, shards).write.mode("overwrite").parquet(where)
         fs.write_text(f"{where}/{MARKER}", json.dumps({"shard": k, "of": shards}))
         computed.append(k)
     orphans = [name for name in fs.children(root) if name != fp]

@@ -1,4 +1,4 @@
-"""Spark side of a run: input checks, the validation expression, duplicates, the collision
+"""Spark side of a run: input checks, duplicates, the collision
 suffix, the output/rejects/manifest tables.
 
 Tables (Parquet, in the metastore):
@@ -68,27 +68,6 @@ def normalise_input(df: DataFrame, id_col: str, emb_col: str, cast_double: bool)
         log.info("casting %s from array<double> to array<float> (input.cast_double)", emb_col)
         emb = emb.cast(T.ArrayType(T.FloatType()))
     return df.select(F.col(id_col).alias("item_id"), emb.alias("embedding"))
-
-
-def validation(dim: int) -> tuple[Column, Column]:
-    """(reason, detail) of the row defects Spark can see cheaply; null when the row looks fine.
-
-    Null elements and NaN/Inf are found in the Arrow function (one vectorised pass), where a
-    null element is still told apart from NaN.
-    """
-    iid, emb = F.col("item_id"), F.col("embedding")
-    size = F.size(emb)
-    reason = (
-        F.when(iid.isNull(), "null_item_id")
-        .when(emb.isNull(), "null_embedding")
-        .when(size != dim, "wrong_length")
-    )
-    detail = (
-        F.when(iid.isNull(), "item_id is null")
-        .when(emb.isNull(), "embedding is null")
-        .when(size != dim, F.format_string(f"embedding: expected length {dim}, got %d", size))
-    )
-    return reason, detail
 
 
 def classify_duplicates(r: DataFrame) -> DataFrame:

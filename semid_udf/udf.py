@@ -5,9 +5,9 @@ Why ``mapInArrow``: on this machine it moved a D=1024 table 17% faster than
 (see ``../shared/docs/field-notes.md``), and Arrow keeps null *elements* distinguishable
 from NaN, which pandas does not.
 
-Every input row comes out exactly once: good rows with codes, rows the Spark-side
-validation already rejected with their reason, and rows this function rejects (null
-elements, NaN/Inf) with theirs. The model is built once per Python worker from a
+Every input row comes out exactly once: good rows with codes, bad rows with their reason
+(null id or embedding, wrong length, null element, NaN/Inf). The rows come either from
+Spark's reader or, for local paths, from pyarrow inside the task (:func:`make_reader_fn`). The model is built once per Python worker from a
 broadcast checkpoint blob and cached by model version.
 """
 from __future__ import annotations
@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 from .checkpoint import CheckpointBlob
 from .config import EncodeConfig, PluginConfig
 from .encode import CodeEncoder
+from .reader import EMB_COL, ID_COL, InputPlan, Unit, read_unit
 
 log = logging.getLogger(__name__)
 
@@ -71,52 +72,70 @@ def output_fields(levels: int) -> list[tuple[str, pa.DataType]]:
     ]
 
 
+def row_defects(ids: pa.Array, emb: pa.Array, dim: int) -> tuple[np.ndarray, list, list]:
+    """(ok mask, reasons, details) for the defects visible without the values: null id,
+    null embedding, wrong length. Reasons and details are ``None`` for rows that pass."""
+    n = len(ids)
+    null_id = np.asarray(pc.is_null(ids).to_numpy(zero_copy_only=False), dtype=bool)
+    null_emb = np.asarray(pc.is_null(emb).to_numpy(zero_copy_only=False), dtype=bool)
+    lengths = pc.fill_null(pc.list_value_length(emb), dim).to_numpy(zero_copy_only=False)
+    wrong = (lengths != dim) & ~null_emb
+    ok = ~(null_id | null_emb | wrong)
+    reasons: list = [None] * n
+    details: list = [None] * n
+    if not ok.all():
+        for i in np.flatnonzero(~ok):
+            if null_id[i]:
+                reasons[i], details[i] = "null_item_id", "item_id is null"
+            elif null_emb[i]:
+                reasons[i], details[i] = "null_embedding", "embedding is null"
+            else:
+                reasons[i], details[i] = "wrong_length", f"embedding: expected length {dim}, got {int(lengths[i])}"
+    return ok, reasons, details
+
+
 def encode_batch(enc: CodeEncoder, batch: pa.RecordBatch, id_col: str, emb_col: str) -> pa.RecordBatch:
-    """Codes for one Arrow batch of (id, embedding, reason, detail); same rows out as in."""
+    """Codes, or a reject reason, for every row of one Arrow batch of (id, embedding): same rows out as in.
+
+    Reasons: null_item_id, null_embedding, wrong_length, null_element (kept apart from NaN,
+    which Arrow allows and pandas would not), non_finite."""
     n = batch.num_rows
     ids, emb = batch.column(id_col), batch.column(emb_col)
-    reason, detail = batch.column("reason"), batch.column("detail")
-    todo = np.flatnonzero(pc.is_null(reason).to_numpy(zero_copy_only=False))
     d = enc.input_dim
+    ok, reasons, details = row_defects(ids, emb, d)
+    todo = np.flatnonzero(ok)
     codes = np.zeros((n, enc.levels), dtype=np.int32)
     hashes = np.zeros(n, dtype=np.int64)
-    ok = np.zeros(n, dtype=bool)
-    rejected: dict[int, tuple[str, str]] = {}
     if len(todo):
         sub = emb if len(todo) == n else emb.take(pa.array(todo))
-        lengths = pc.list_value_length(sub).to_numpy(zero_copy_only=False)
-        if (lengths != d).any():  # Spark's validation should have caught it: a bug, not bad data
-            j = int(np.argmax(lengths != d))
-            raise AssertionError(
-                f"item {ids[int(todo[j])].as_py()!r}: embedding of length {lengths[j]} reached the model (expected {d})"
-            )
         values = sub.flatten()  # zero-copy; safe now that no row is null or of the wrong length
+        if len(values) != len(todo) * d:  # a sliced list array whose offsets do not start at 0
+            raise AssertionError(f"flattened {len(values)} values for {len(todo)} rows of {d}")
         mat = values.to_numpy(zero_copy_only=False).reshape(len(todo), d)
         bad = np.zeros(len(todo), dtype=bool)
-        if values.null_count:  # a null element; Arrow keeps it apart from NaN
+        if values.null_count:
             nulls = np.asarray(values.is_null()).reshape(len(todo), d)
             for j in np.flatnonzero(nulls.any(axis=1)):
-                rejected[int(todo[j])] = ("null_element", _where(nulls[j], d, "null"))
+                reasons[todo[j]], details[todo[j]] = "null_element", _where(nulls[j], d, "null")
             bad |= nulls.any(axis=1)
         not_finite = ~np.isfinite(mat)
         nan_rows = not_finite.any(axis=1) & ~bad
         for j in np.flatnonzero(nan_rows):
-            rejected[int(todo[j])] = ("non_finite", _where(not_finite[j], d, "NaN/Inf"))
+            reasons[todo[j]], details[todo[j]] = "non_finite", _where(not_finite[j], d, "NaN/Inf")
         bad |= nan_rows
-        rows = todo[~bad]
-        if len(rows):
-            mat_good = mat if not bad.any() else mat[~bad]
-            sub_ids = ids if len(rows) == n else ids.take(pa.array(rows))
-            codes[rows] = enc(mat_good, item_ids=sub_ids, finite_checked=True)
-            hashes[rows] = embedding_hash(mat_good)
-            ok[rows] = True
-    if rejected:  # rare: rebuild the two string columns with the new reasons
-        r, t = reason.to_pylist(), detail.to_pylist()
-        for i, (why, what) in rejected.items():
-            r[i], t[i] = why, what
-        reason, detail = pa.array(r, type=pa.string()), pa.array(t, type=pa.string())
+        if bad.any():
+            ok[todo[bad]] = False
+            todo, mat = todo[~bad], mat[~bad]
+        if len(todo):
+            sub_ids = ids if len(todo) == n else ids.take(pa.array(todo))
+            codes[todo] = enc(mat, item_ids=sub_ids, finite_checked=True)
+            hashes[todo] = embedding_hash(mat)
     invalid = ~ok
-    cols = [ids, reason, detail, pa.array(hashes, mask=invalid)]
+    if invalid.any():
+        reason_col, detail_col = pa.array(reasons, pa.string()), pa.array(details, pa.string())
+    else:
+        reason_col = detail_col = pa.nulls(n, pa.string())
+    cols = [ids, reason_col, detail_col, pa.array(hashes, mask=invalid)]
     cols += [pa.array(codes[:, i], mask=invalid) for i in range(enc.levels)]
     names = [id_col] + [name for name, _ in output_fields(enc.levels)]
     out = pa.RecordBatch.from_arrays(cols, names=names)
@@ -131,7 +150,8 @@ def _where(mask: np.ndarray, d: int, what: str) -> str:
 
 def make_map_fn(bc: Any, encode_cfg: EncodeConfig, plugin: PluginConfig, id_col: str, emb_col: str
                 ) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
-    """The function given to ``mapInArrow``; ``bc`` is a broadcast of a :class:`CheckpointBlob`."""
+    """The function given to ``mapInArrow`` over (id, embedding) rows that Spark read;
+    ``bc`` is a broadcast of a :class:`CheckpointBlob`."""
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         enc = None
@@ -139,5 +159,26 @@ def make_map_fn(bc: Any, encode_cfg: EncodeConfig, plugin: PluginConfig, id_col:
             if enc is None:
                 enc = get_encoder(bc.value, encode_cfg, plugin)
             yield encode_batch(enc, batch, id_col, emb_col)
+
+    return run
+
+
+UNIT_SCHEMA = "unit int, path string, row_groups array<int>, rows bigint, file_size bigint"
+
+
+def make_reader_fn(bc: Any, plan: InputPlan, encode_cfg: EncodeConfig, plugin: PluginConfig, batch_size: int
+                   ) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """The function given to ``mapInArrow`` over rows of :data:`UNIT_SCHEMA`: each task reads
+    its own row groups with pyarrow (see :mod:`semid_udf.reader`) and encodes them."""
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        enc = None
+        for batch in batches:
+            for u in batch.to_pylist():
+                unit = Unit(u["unit"], u["path"], tuple(u["row_groups"]), u["rows"], u["file_size"])
+                for rows in read_unit(plan, unit, batch_size):
+                    if enc is None:
+                        enc = get_encoder(bc.value, encode_cfg, plugin)
+                    yield encode_batch(enc, rows, ID_COL, EMB_COL)
 
     return run

@@ -86,7 +86,29 @@ def test_same_ids_whatever_the_batching_and_partitioning(spark, tiny_blob, data,
                                   table_rows(spark, "contract.sids", res.model_version))
 
 
-def test_bad_rows_are_rejected_with_reasons(spark, tiny_blob, tmp_path):
+@pytest.mark.parametrize("batch, row_group", [(1, 17), (100, 400)])
+def test_same_ids_whatever_the_read_units(spark, tiny_blob, data, published, tmp_path, batch, row_group):
+    """The pyarrow reader: one task per row group (17 rows) or per file, any batch size."""
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    res, wh = published
+    inp = tmp_path / "regrouped"
+    inp.mkdir()
+    pq.write_table(ds.dataset(str(data[2])).to_table(), inp / "all.parquet", row_group_size=row_group)
+    spark.conf.set("spark.sql.files.maxPartitionBytes", "1")  # each row group its own task
+    try:
+        name = f"contract.sids_rg{row_group}_b{batch}"
+        run_assign(spark, config(output={"arrow_batch": batch}), tiny_blob, table=name, input_path=str(inp),
+                   warehouse=str(wh))
+    finally:
+        spark.conf.unset("spark.sql.files.maxPartitionBytes")
+    pd.testing.assert_frame_equal(table_rows(spark, name, res.model_version),
+                                  table_rows(spark, "contract.sids", res.model_version))
+
+
+@pytest.mark.parametrize("reader", ["auto", "spark"])
+def test_bad_rows_are_rejected_with_reasons(spark, tiny_blob, tmp_path, reader):
     x = clustered(40, 16, seed=3)
     vecs = [list(map(float, v)) for v in x]
     ids = list(range(40))
@@ -99,15 +121,16 @@ def test_bad_rows_are_rejected_with_reasons(spark, tiny_blob, tmp_path):
     ids += [10, 11, 11]                             # 10: identical copy; 11: three copies, one differs
     vecs += [vecs[10], vecs[11], [v + 1.0 for v in vecs[11]]]
     path = write_input(tmp_path / "bad", ids, vecs)
-    cfg = config(output={"max_reject_rate": 0.5})
-    res = run_assign(spark, cfg, tiny_blob, table="bad.sids", input_path=str(path), warehouse=str(tmp_path / "wh"))
+    cfg = config(output={"max_reject_rate": 0.5}, input={"reader": reader})
+    name = f"bad_{reader}.sids"
+    res = run_assign(spark, cfg, tiny_blob, table=name, input_path=str(path), warehouse=str(tmp_path / "wh"))
     assert res.rows_in == 43 and res.rows_in == res.rows_out + res.rows_rejected
     assert res.rejects_by_reason == {"duplicate_conflict": 3, "duplicate_identical": 1, "non_finite": 2,
                                      "null_element": 1, "null_embedding": 1, "null_item_id": 1, "wrong_length": 1}
-    rej = spark.table("bad.sids_rejects").where(f"run_id = '{res.run_id}'").toPandas().set_index("reason")
+    rej = spark.table(f"{name}_rejects").where(f"run_id = '{res.run_id}'").toPandas().set_index("reason")
     assert rej.loc["wrong_length", "detail"] == "embedding: expected length 16, got 10"
     assert rej.loc["null_element", "item_id"] == "3" and "first at index 4" in rej.loc["null_element", "detail"]
-    out = spark.table("bad.sids").toPandas()
+    out = spark.table(name).toPandas()
     assert sorted(out.item_id) == [i for i in range(6, 40) if i != 11]
     assert out.item_id.is_unique
 

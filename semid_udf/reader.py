@@ -1,0 +1,201 @@
+"""Reading the input Parquet in the Python workers with pyarrow (no pyspark here).
+
+Why: handing ``array<float>`` rows from the JVM to Python made Spark's Arrow conversion the
+most expensive part of a run, costlier than the model (bench/RESULTS.md): at D = 768 the
+job ran at 0.27 of a single process that reads with pyarrow. So the driver plans the input
+from the Parquet footers (files, row groups, row counts, column types), each Spark task
+reads its own row groups with pyarrow, and only ids, reasons, hashes and codes go back to
+the JVM.
+
+Spark's rules are kept: files and folders whose names start with ``_`` or ``.`` are
+skipped (``_SUCCESS``, ``.crc``), ``item_id`` may be bigint, int or string, the embedding a
+list of float (or of double, cast to float32 like Spark's cast, when ``input.cast_double``).
+Every file is checked before any task starts, and a task checks that it read exactly the
+rows its plan promised (a file replaced under a running job fails the task, it is never
+half-read).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Iterator
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from .errors import InputError
+
+log = logging.getLogger(__name__)
+
+ID_COL, EMB_COL = "item_id", "embedding"
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One task's share of the input: consecutive row groups of one file."""
+
+    index: int
+    path: str
+    row_groups: tuple[int, ...]
+    rows: int
+    file_size: int
+
+
+@dataclass(frozen=True)
+class InputPlan:
+    source: str
+    filesystem: pafs.FileSystem
+    files: tuple[tuple[str, int, int], ...]  # (path, size, mtime ns): the run's fingerprint
+    units: tuple[Unit, ...]
+    rows: int
+    id_type: pa.DataType  # int32, int64 or string: what every file's ids are cast to
+    id_col: str
+    emb_col: str
+    cast_double: bool
+
+
+def is_local(source: str) -> bool:
+    """A path every worker reads from its own filesystem: no scheme, or ``file:``."""
+    return source.startswith("file:") or not _SCHEME.match(source)
+
+
+def open_filesystem(source: str) -> tuple[pafs.FileSystem, str]:
+    if "://" not in source and not source.startswith("file:"):
+        return pafs.LocalFileSystem(), os.path.abspath(source)
+    try:
+        return pafs.FileSystem.from_uri(source)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise InputError(f"input {source}: pyarrow cannot open this filesystem ({str(e).splitlines()[0]}); "
+                         "use input.reader=spark") from None
+
+
+def _hidden(name: str) -> bool:
+    """Spark's rule for names its file index skips."""
+    return (name.startswith("_") and "=" not in name) or name.startswith(".") or name.endswith("._COPYING_")
+
+
+def list_files(fs: pafs.FileSystem, root: str, source: str) -> list[pafs.FileInfo]:
+    info = fs.get_file_info(root)
+    if info.type == pafs.FileType.NotFound:
+        raise InputError(f"input {source}: expected a Parquet file or folder, got a path that does not exist")
+    if info.type == pafs.FileType.File:
+        return [info]
+    found = fs.get_file_info(pafs.FileSelector(root, recursive=True))
+    base = root.rstrip("/") + "/"
+    files = [f for f in found if f.type == pafs.FileType.File
+             and not any(_hidden(part) for part in f.path[len(base):].split("/"))]
+    if not files:
+        raise InputError(f"input {source}: expected Parquet files, found none (names starting with _ or . are skipped)")
+    return sorted(files, key=lambda f: f.path)
+
+
+def spark_type_name(t: pa.DataType) -> str:
+    """An Arrow type in Spark SQL's words, so both readers' errors read the same."""
+    names = {pa.int8(): "tinyint", pa.int16(): "smallint", pa.int32(): "int", pa.int64(): "bigint",
+             pa.float32(): "float", pa.float64(): "double", pa.string(): "string", pa.large_string(): "string",
+             pa.bool_(): "boolean", pa.binary(): "binary"}
+    if t in names:
+        return names[t]
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        return f"array<{spark_type_name(t.value_type)}>"
+    return str(t)
+
+
+def check_schema(schema: pa.Schema, path: str, id_col: str, emb_col: str, cast_double: bool) -> pa.DataType:
+    """The file's id type (int32, int64 or string), or an error naming file, column, expected, actual."""
+    names = schema.names
+    for col, what in ((id_col, "the item id"), (emb_col, "the embedding")):
+        if col not in names:
+            raise InputError(f"column {col!r} ({what}) missing; columns found: {sorted(names)} (file {path})")
+    id_t, emb_t = schema.field(id_col).type, schema.field(emb_col).type
+    if pa.types.is_int32(id_t) or pa.types.is_int16(id_t) or pa.types.is_int8(id_t):
+        id_norm = pa.int32()
+    elif pa.types.is_int64(id_t):
+        id_norm = pa.int64()
+    elif pa.types.is_string(id_t) or pa.types.is_large_string(id_t):
+        id_norm = pa.string()
+    else:
+        raise InputError(f"column {id_col!r}: expected bigint, int or string, got {spark_type_name(id_t)} (file {path})")
+    is_list = pa.types.is_list(emb_t) or pa.types.is_large_list(emb_t) or pa.types.is_fixed_size_list(emb_t)
+    if not is_list or not (pa.types.is_float32(emb_t.value_type) or pa.types.is_float64(emb_t.value_type)):
+        raise InputError(f"column {emb_col!r}: expected array<float> (or array<double>), got "
+                         f"{spark_type_name(emb_t)} (file {path})")
+    if pa.types.is_float64(emb_t.value_type) and not cast_double:
+        raise InputError(f"column {emb_col!r}: expected array<float>, got array<double> (input.cast_double is false) "
+                         f"(file {path})")
+    return id_norm
+
+
+def _footer(fs: pafs.FileSystem, info: pafs.FileInfo) -> pq.FileMetaData:
+    try:
+        with fs.open_input_file(info.path) as f:
+            return pq.ParquetFile(f).metadata
+    except (pa.ArrowInvalid, OSError) as e:
+        raise InputError(f"input file {info.path}: cannot read it as Parquet: {str(e).splitlines()[0]}") from None
+
+
+def plan_input(source: str, id_col: str, emb_col: str, cast_double: bool, target_bytes: int = 128 << 20,
+               threads: int = 16) -> InputPlan:
+    """Files, row groups and column types of ``source``; units of about ``target_bytes``
+    (uncompressed) each, never splitting a row group."""
+    fs, root = open_filesystem(source)
+    files = list_files(fs, root, source)
+    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(files)))) as pool:
+        footers = list(pool.map(lambda f: _footer(fs, f), files))
+    id_types = set()
+    units: list[Unit] = []
+    rows = 0
+    for info, meta in zip(files, footers):
+        id_types.add(check_schema(meta.schema.to_arrow_schema(), info.path, id_col, emb_col, cast_double))
+        group: list[int] = []
+        group_rows = group_bytes = 0
+        for rg in range(meta.num_row_groups):
+            r = meta.row_group(rg)
+            if group and group_bytes + r.total_byte_size > target_bytes:
+                units.append(Unit(len(units), info.path, tuple(group), group_rows, info.size))
+                group, group_rows, group_bytes = [], 0, 0
+            group.append(rg)
+            group_rows += r.num_rows
+            group_bytes += r.total_byte_size
+        if group_rows:
+            units.append(Unit(len(units), info.path, tuple(group), group_rows, info.size))
+        rows += meta.num_rows
+    if pa.string() in id_types and len(id_types) > 1:
+        raise InputError(f"column {id_col!r}: expected one type in every file, got string in some files and "
+                         f"integers in others")
+    id_type = pa.string() if pa.string() in id_types else pa.int64() if pa.int64() in id_types else pa.int32()
+    stamps = tuple((f.path, int(f.size), int(f.mtime_ns or 0)) for f in files)
+    log.info("input %s: %d rows in %d files, %d read tasks", source, rows, len(files), len(units))
+    return InputPlan(source, fs, stamps, tuple(units), rows, id_type, id_col, emb_col, cast_double)
+
+
+def _as_float_list(emb: pa.Array) -> pa.Array:
+    target = pa.list_(pa.float32())
+    return emb if emb.type == target else pc.cast(emb, target)
+
+
+def read_unit(plan: InputPlan, unit: Unit, batch_size: int) -> Iterator[pa.RecordBatch]:
+    """The unit's rows as batches of (item_id, embedding list<float32>), in file order."""
+    got = 0
+    with plan.filesystem.open_input_file(unit.path) as f:
+        if f.size() != unit.file_size:
+            raise InputError(f"input file {unit.path}: expected {unit.file_size} bytes (as planned), got {f.size()}: "
+                             "it changed while the job ran")
+        pf = pq.ParquetFile(f)
+        check_schema(pf.schema_arrow, unit.path, plan.id_col, plan.emb_col, plan.cast_double)
+        for b in pf.iter_batches(batch_size=batch_size, row_groups=list(unit.row_groups),
+                                 columns=[plan.id_col, plan.emb_col], use_threads=False):
+            got += b.num_rows
+            ids = b.column(plan.id_col)
+            if ids.type != plan.id_type:
+                ids = pc.cast(ids, plan.id_type)
+            yield pa.RecordBatch.from_arrays([ids, _as_float_list(b.column(plan.emb_col))], names=[ID_COL, EMB_COL])
+    if got != unit.rows:
+        raise InputError(f"input file {unit.path}: expected {unit.rows} rows in row groups {list(unit.row_groups)} "
+                         f"(as planned), got {got}: it changed while the job ran")

@@ -1,0 +1,119 @@
+"""The pyarrow input reader without Spark: planning, type rules, and reading units back."""
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from semid_udf.errors import InputError
+from semid_udf.reader import is_local, plan_input, read_unit
+
+
+def write(path, ids, emb_type=pa.list_(pa.float32()), id_type=pa.int64(), dim=4, row_group_size=None, seed=0):
+    x = np.random.default_rng(seed).standard_normal((len(ids), dim)).astype(np.float32)
+    emb = pa.array(list(x), emb_type) if not pa.types.is_fixed_size_list(emb_type) else \
+        pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1), emb_type.value_type), dim)
+    pq.write_table(pa.table({"item_id": pa.array(ids, id_type), "embedding": emb, "other": pa.array(ids, id_type)}),
+                   path, row_group_size=row_group_size)
+    return x
+
+
+def read_all(plan, batch=7):
+    ids, vecs = [], []
+    for unit in plan.units:
+        for b in read_unit(plan, unit, batch):
+            assert b.schema.names == ["item_id", "embedding"]
+            assert b.column(1).type == pa.list_(pa.float32())
+            ids += b.column(0).to_pylist()
+            vecs += b.column(1).to_pylist()
+    return ids, np.array(vecs, dtype=np.float32)
+
+
+def test_plan_splits_by_row_groups_and_reads_every_row_once(tmp_path):
+    d = tmp_path / "in"
+    (d / "sub").mkdir(parents=True)
+    x1 = write(d / "a.parquet", list(range(0, 50)), row_group_size=10)
+    x2 = write(d / "sub" / "b.parquet", list(range(50, 80)), row_group_size=30, seed=1)
+    (d / "_SUCCESS").write_text("")
+    (d / ".a.parquet.crc").write_text("not parquet")
+    (d / "_temporary").mkdir()
+    (d / "_temporary" / "junk.parquet").write_text("not parquet")
+    plan = plan_input(str(d), "item_id", "embedding", True, target_bytes=1)  # one row group per unit
+    assert plan.rows == 80 and plan.id_type == pa.int64()
+    assert [u.rows for u in plan.units] == [10] * 5 + [30]
+    assert [p for p, _, _ in plan.files] == [str(d / "a.parquet"), str(d / "sub" / "b.parquet")]
+    ids, vecs = read_all(plan)
+    assert ids == list(range(80))
+    np.testing.assert_array_equal(vecs, np.vstack([x1, x2]))
+    big = plan_input(str(d), "item_id", "embedding", True)  # default target: one unit per file
+    assert [u.row_groups for u in big.units] == [(0, 1, 2, 3, 4), (0,)]
+
+
+@pytest.mark.parametrize("emb_type", [pa.list_(pa.float64()), pa.large_list(pa.float32()),
+                                      pa.list_(pa.float32(), 4)])
+def test_other_list_types_read_as_float32_lists(tmp_path, emb_type):
+    x = write(tmp_path / "a.parquet", [1, 2, 3], emb_type=emb_type)
+    ids, vecs = read_all(plan_input(str(tmp_path / "a.parquet"), "item_id", "embedding", True))
+    assert ids == [1, 2, 3]
+    np.testing.assert_array_equal(vecs, x)  # float64 -> float32 rounds like Spark's cast
+
+
+def test_double_overflow_becomes_inf_like_spark(tmp_path):
+    pq.write_table(pa.table({"item_id": [1], "embedding": pa.array([[1e300, 0.5]], pa.list_(pa.float64()))}),
+                   tmp_path / "a.parquet")
+    _, vecs = read_all(plan_input(str(tmp_path), "item_id", "embedding", True))
+    assert np.isinf(vecs[0, 0]) and vecs[0, 1] == 0.5  # then rejected as non_finite, never clipped
+
+
+def test_id_types_are_widened_or_refused(tmp_path):
+    write(tmp_path / "a.parquet", [1, 2], id_type=pa.int32())
+    write(tmp_path / "b.parquet", [3, 4], id_type=pa.int64())
+    plan = plan_input(str(tmp_path), "item_id", "embedding", True)
+    assert plan.id_type == pa.int64() and read_all(plan)[0] == [1, 2, 3, 4]
+    write(tmp_path / "c.parquet", ["x"], id_type=pa.string())
+    with pytest.raises(InputError, match="expected one type in every file, got string in some files and integers"):
+        plan_input(str(tmp_path), "item_id", "embedding", True)
+
+
+@pytest.mark.parametrize("table, message", [
+    (pa.table({"item_id": [1], "vec": [[1.0]]}), r"column 'embedding' \(the embedding\) missing; columns found: "
+                                                 r"\['item_id', 'vec'\] \(file .*a.parquet\)"),
+    (pa.table({"item_id": [1.5], "embedding": [[1.0]]}), "column 'item_id': expected bigint, int or string, got double"),
+    (pa.table({"item_id": [1], "embedding": [["a"]]}), r"expected array<float> \(or array<double>\), got array<string>"),
+    (pa.table({"item_id": [1], "embedding": [1.0]}), r"expected array<float> \(or array<double>\), got double"),
+])
+def test_bad_schemas_name_file_column_expected_actual(tmp_path, table, message):
+    pq.write_table(table, tmp_path / "a.parquet")
+    with pytest.raises(InputError, match=message):
+        plan_input(str(tmp_path), "item_id", "embedding", True)
+
+
+def test_double_refused_without_cast_double(tmp_path):
+    write(tmp_path / "a.parquet", [1], emb_type=pa.list_(pa.float64()))
+    with pytest.raises(InputError, match=r"got array<double> \(input.cast_double is false\)"):
+        plan_input(str(tmp_path), "item_id", "embedding", False)
+
+
+def test_missing_empty_and_unreadable_inputs(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        plan_input(str(tmp_path / "nope"), "item_id", "embedding", True)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "_SUCCESS").write_text("")
+    with pytest.raises(InputError, match="expected Parquet files, found none"):
+        plan_input(str(tmp_path / "empty"), "item_id", "embedding", True)
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "part-9.parquet").write_bytes(b"PAR1 not parquet PAR1")
+    with pytest.raises(InputError, match=r"input file .*part-9.parquet: cannot read it as Parquet"):
+        plan_input(str(tmp_path / "bad"), "item_id", "embedding", True)
+
+
+def test_a_file_replaced_after_planning_fails_the_read(tmp_path):
+    write(tmp_path / "a.parquet", list(range(20)))
+    plan = plan_input(str(tmp_path), "item_id", "embedding", True)
+    write(tmp_path / "a.parquet", list(range(25)))
+    with pytest.raises(InputError, match="changed while the job ran"):
+        read_all(plan)
+
+
+def test_local_paths():
+    assert is_local("/data/x") and is_local("rel/x") and is_local("file:/data/x") and is_local("file:///data/x")
+    assert not any(map(is_local, ["s3a://b/x", "hdfs://nn/x", "dbfs:/x", "gs://b/x", "abfss://c@a/x"]))
