@@ -163,7 +163,8 @@ def main() -> None:
     p.add_argument("--beam", type=int, default=5)
     p.add_argument("--grads", default="ste,rotation", help=f"RQ-VAE variants, one training each: {','.join(GRADS)}")
     p.add_argument("--checkpoint", help="score this semid checkpoint (and FAISS on its latents) instead of training")
-    p.add_argument("--skip", default="", help="comma list of rkmeans,faiss_rq_latent,faiss_rq_input to skip")
+    p.add_argument("--skip", default="",
+                   help="comma list of checkpoint,rkmeans,faiss_rq_latent,faiss_rq_input to skip")
     args = p.parse_args()
     OUT = Path(args.out)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
@@ -183,8 +184,22 @@ def main() -> None:
     if args.checkpoint:
         from semid_udf.checkpoint import load_checkpoint
 
-        first_model = (Path(args.checkpoint).parent.name, load_checkpoint(args.checkpoint)[0])
+        model, blob = load_checkpoint(args.checkpoint)
+        first_model = (Path(args.checkpoint).parent.name, model)
         args.grads = ""
+        if "checkpoint" not in skip:
+            from dataclasses import replace
+
+            from semid_udf.config import JobConfig
+            from semid_udf.encode import CodeEncoder
+            from semid_udf.quality import reconstruction
+
+            cfg = JobConfig()
+            codes = CodeEncoder(blob, replace(cfg.encode, threads=args.threads), cfg.plugin)(x)  # as assign does
+            rep = score(first_model[0], codes, x, blob.config.get("training", {}).get("fit_seconds", 0.0),
+                        reconstruction(model, x), args)
+            rep["training"] = {k: v for k, v in blob.config.get("training", {}).items() if k != "history"}
+            results.append(rep)
     for grad in filter(None, args.grads.split(",")):
         reps, model = run_rqvae(x, grad, args)
         results.extend(reps)

@@ -48,6 +48,7 @@ def model_config_from_dict(d: dict[str, Any]) -> ModelConfig:
     if unknown:
         raise CheckpointError(f"config.json model section has unknown keys {sorted(unknown)}; valid: {sorted(valid)}")
     d = dict(d)
+    d.setdefault("beam", 1)  # checkpoints written before model.beam existed encode greedily
     if "hidden_dims" in d:
         d["hidden_dims"] = tuple(d["hidden_dims"])
     cfg = ModelConfig(**d)

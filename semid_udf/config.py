@@ -33,9 +33,10 @@ class ModelConfig:
     levels: int = 4  # codebook levels = codes per semantic ID (before the suffix)
     codebook_size: int = 256  # codes per level; each code is in [0, codebook_size)
     distance: str = "l2"  # distance for the nearest code (only l2)
+    beam: int = 2  # encode by beam search of this width (1 = greedy: nearest code per level); part of the model version
 
     def validate(self) -> None:
-        _positive(self, "latent_dim", "levels", "codebook_size")
+        _positive(self, "latent_dim", "levels", "codebook_size", "beam")
         if self.input_dim < 0:
             raise ConfigError(f"model.input_dim: expected >= 0 (0 = from the data), got {self.input_dim}")
         if any(h <= 0 for h in self.hidden_dims):

@@ -42,7 +42,8 @@ class ResidualQuantizer(nn.Module):
         ``||r||^2`` is the same for every code of a row, so it is left out: one ``addmm``.
         """
         dist = torch.addmm((codebook * codebook).sum(1), r, codebook.t(), beta=1.0, alpha=-2.0)
-        return dist.argmin(dim=1)  # torch documents argmin as returning the first minimum
+        # min(dim) is about twice as fast as argmin on CPU; both return the first minimum (documented)
+        return dist.min(dim=1).indices
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         """Return (codes ``long[B, L]``, quantised ``z``, the residual entering each level)."""
@@ -56,6 +57,38 @@ class ResidualQuantizer(nn.Module):
             residual = residual - q
             codes.append(idx)
         return torch.stack(codes, dim=1), quantized, residuals
+
+    def beam_codes(self, z: torch.Tensor, beam: int) -> torch.Tensor:
+        """Codes ``long[B, L]`` by beam search: keep the ``beam`` code prefixes with the smallest
+        residual at each level, and return the one with the smallest final residual (as FAISS's
+        ``ResidualQuantizer`` encodes). ``beam = 1`` is the greedy :meth:`forward`. Each row's
+        search depends only on that row, so codes do not depend on the batch."""
+        if beam <= 1:
+            return self.forward(z)[0]
+        n, k = z.shape[0], self.codebook_size
+        rows = torch.arange(n, device=z.device).unsqueeze(1)
+        res, codes, width = z, None, 1  # res: [n * width, dim], codes: [n * width, level]
+        for level in range(self.levels):
+            cb = self.codebooks[level]
+            keep = beam if level < self.levels - 1 else 1
+            # Per prefix, its best `keep` children (as greedy does: ||r||^2 is left out within a
+            # prefix); then ||r||^2 is added to those few to rank the children of all prefixes.
+            part = torch.addmm((cb * cb).sum(1), res, cb.t(), beta=1.0, alpha=-2.0)
+            if keep == 1:
+                best_part, child = part.min(dim=1, keepdim=True)
+            else:
+                best_part, child = part.topk(min(keep, k), dim=1, largest=False)
+            cand = (best_part + (res * res).sum(1, keepdim=True)).view(n, -1)  # [n, width * keep]
+            child = child.view(n, -1)
+            pick = cand.min(dim=1, keepdim=True).indices if keep == 1 else cand.topk(min(keep, cand.shape[1]), dim=1,
+                                                                                  largest=False).indices
+            per = cand.shape[1] // width
+            parent = (rows * width + torch.div(pick, per, rounding_mode="floor")).reshape(-1)
+            code = child.gather(1, pick).reshape(-1)
+            res = res[parent] - cb[code]
+            codes = code.unsqueeze(1) if codes is None else torch.cat([codes[parent], code.unsqueeze(1)], dim=1)
+            width = pick.shape[1]
+        return codes
 
     def decode_codes(self, codes: torch.Tensor) -> torch.Tensor:
         """Sum of the chosen codes per row: the quantised latent of ``codes`` ``[B, L]``."""
@@ -74,10 +107,16 @@ class RQVAE(nn.Module):
         self.decoder = mlp(dims[::-1])
 
     @torch.no_grad()
+    def quantize(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(codes, quantised latent) of latents ``z`` as inference defines them (``model.beam``)."""
+        codes = self.quantizer.beam_codes(z, self.cfg.beam)
+        return codes, self.quantizer.decode_codes(codes)
+
+    @torch.no_grad()
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Semantic-ID codes ``long[B, levels]`` of embeddings ``float32[B, input_dim]``."""
-        codes, _, _ = self.quantizer(self.encoder(x))
-        return codes
+        """Semantic-ID codes ``long[B, levels]`` of embeddings ``float32[B, input_dim]``
+        (beam search of width ``model.beam``; greedy when it is 1)."""
+        return self.quantizer.beam_codes(self.encoder(x), self.cfg.beam)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | list[torch.Tensor]]:
         z = self.encoder(x)

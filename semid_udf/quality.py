@@ -166,7 +166,7 @@ def reconstruction(model: torch.nn.Module, x: np.ndarray, batch: int = 4096) -> 
         for start in range(0, len(x), batch):
             xb = torch.from_numpy(np.ascontiguousarray(x[start:start + batch], dtype=np.float32))
             z = model.encoder(xb)
-            _, zq, _ = model.quantizer(z)
+            _, zq = model.quantize(z)  # the codes inference publishes (beam search when model.beam > 1)
             x_hat = model.decoder(zq)
             lat_err += float(((z - zq) ** 2).sum())
             lat_norm += float((z ** 2).sum())

@@ -169,7 +169,7 @@ def train_epochs(model: RQVAE, data: torch.Tensor, cfg: TrainConfig, ema: EmaCod
 
 @torch.no_grad()
 def refine_codebooks(model: RQVAE, z: torch.Tensor, iters: int) -> dict[str, Any]:
-    """Residual k-means on fixed latents ``z``: encode greedily (as inference does), then set each
+    """Residual k-means on fixed latents ``z``: encode as inference does (``model.beam``), then set each
     code to the mean of what the other levels leave of its items; empty codes take the items
     reconstructed worst. Keeps a round only if it lowers the latent error."""
     q = model.quantizer
@@ -179,7 +179,8 @@ def refine_codebooks(model: RQVAE, z: torch.Tensor, iters: int) -> dict[str, Any
     def error(codes: torch.Tensor) -> float:
         return float(((z - q.decode_codes(codes)) ** 2).sum(1).mean())
 
-    codes, _, _ = q(z)
+    beam = model.cfg.beam
+    codes = q.beam_codes(z, beam)
     start = best = error(codes)
     reseeded = rounds = 0
     for _ in range(iters):
@@ -197,7 +198,7 @@ def refine_codebooks(model: RQVAE, z: torch.Tensor, iters: int) -> dict[str, Any
                 cb[level][~used] = target[worst]
                 reseeded += int((~used).sum())
             recon = recon - own + cb[level][codes[:, level]]
-        new_codes, _, _ = q(z)
+        new_codes = q.beam_codes(z, beam)
         err = error(new_codes)
         if err >= best:
             cb.copy_(old)
@@ -240,7 +241,7 @@ def fit(x: np.ndarray, model_cfg: ModelConfig, cfg: TrainConfig, *, grad: str = 
         z = torch.cat([model.encoder(data[s:s + 8192]) for s in range(0, n, 8192)])
     refine = refine_codebooks(model, z, refine_iters) if refine_iters > 0 else {}
     with torch.no_grad():
-        codes = torch.cat([model.quantizer(z[s:s + 8192])[0] for s in range(0, n, 8192)]).numpy()
+        codes = torch.cat([model.quantize(z[s:s + 8192])[0] for s in range(0, n, 8192)]).numpy()
     util = utilisation(codes, model_cfg.codebook_size)
     unique = len(np.unique(codes, axis=0)) / n
     meta = {
