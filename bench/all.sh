@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 export PYSPARK_PYTHON=$(realpath "$PY")
 $PY bench/run.py --n 1000000 --dim 768 --tag main_n1m_d768
+$PY bench/run.py --n 1000000 --dim 768 --skip ceiling,baseline,noop --tag repeat_n1m_d768
 $PY bench/run.py --n 1000000 --dim 64 --tag n1m_d64
 $PY bench/run.py --n 100000 --dim 4096 --baseline-n 50000 --tag n100k_d4096
 $PY bench/run.py --n 250000 --dim 768 --skip ceiling,baseline,noop --tag scale_n250k_d768

@@ -84,6 +84,8 @@ def run_rqvae(x: np.ndarray, grad: str, args) -> tuple[list[dict], object]:
     from semid_udf.train import REFINE_ITERS, fit, refine_codebooks
 
     cfg = JobConfig()
+    if args.model_beam:
+        cfg = replace(cfg, model=replace(cfg.model, beam=args.model_beam))
     train_cfg = replace(cfg.train, threads=args.threads, epochs=args.epochs, sample_size=len(x))
     t0 = time.perf_counter()
     model, meta = fit(x, cfg.model, train_cfg, grad=grad, refine_iters=0)
@@ -160,7 +162,9 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--kmeans-iters", type=int, default=20)
     p.add_argument("--nn-sample", type=int, default=20_000)
-    p.add_argument("--beam", type=int, default=5)
+    p.add_argument("--beam", type=int, default=5, help="FAISS's beam width")
+    p.add_argument("--model-beam", type=int, default=0,
+                   help="semid's model.beam (0 = the default); with --checkpoint, re-score it at this width")
     p.add_argument("--grads", default="ste,rotation", help=f"RQ-VAE variants, one training each: {','.join(GRADS)}")
     p.add_argument("--checkpoint", help="score this semid checkpoint (and FAISS on its latents) instead of training")
     p.add_argument("--skip", default="",
@@ -185,6 +189,15 @@ def main() -> None:
         from semid_udf.checkpoint import load_checkpoint
 
         model, blob = load_checkpoint(args.checkpoint)
+        if args.model_beam:  # re-score the same weights at another beam width
+            import dataclasses
+
+            from semid_udf.checkpoint import CheckpointBlob
+
+            config = json.loads(json.dumps(blob.config))
+            config["model"]["beam"] = args.model_beam
+            blob = CheckpointBlob(config=config, weights=blob.weights)
+            model.cfg = dataclasses.replace(model.cfg, beam=args.model_beam)
         first_model = (Path(args.checkpoint).parent.name, model)
         args.grads = ""
         if "checkpoint" not in skip:

@@ -6,6 +6,42 @@ from pathlib import Path
 OUT = Path(__file__).resolve().parent / "out"
 
 
+READING = """\
+What changed since the first round (job 13,712 items/s at 1M x 768, 0.27 of the ceiling): each Spark task
+now reads its own Parquet row groups with pyarrow (`input.reader=auto`), so the JVM never converts the
+`array<float>` rows; encoding starts in the background while the metastore work runs; cheaper duplicate
+check, no empty rejects write, one output file per core. The model now encodes by beam search of width 2
+(issue 3), which makes the pure encode step about 20% slower than the greedy one of the first round; the
+ceiling and the job use the same model, so their ratio is like for like.
+
+- **Targets missed**: at N = 1M, D = 768 the job is at 0.36-0.46 of the ceiling (three runs on two cores:
+  17,773 main, 20,807 repeat, 22,609 local[2]; the target is 0.6), and local[2] / local[1] is 1.26
+  (target 1.7).
+- **Why: a fixed cost per run, not the per-item work.** A straight line through the N = 250k and 2M runs
+  gives about 19 s of fixed cost plus 26 us per item: a marginal rate of about 39k items/s, 0.78 of the
+  single-process ceiling (about 50k). The fixed cost is the JVM: of the job's CPU seconds, the JVM
+  takes about 40 s whatever N is (46 CPU s at 250k, 62-81 at 1M, 78 at 2M), and its biggest consumers
+  are the JIT compilers (C2 + C1 about 38 CPU s in the main run, table below), the Hive metastore client's
+  start with its embedded Derby database (about 7 s alone on an idle machine, 18-21 s here because it
+  shares two cores with the encoding tasks and the JIT) and the first run of every Spark operator. The
+  no-op-model job shows it: with no model work at all it still takes 35 s, 20 s of them waiting for
+  the metastore. On two cores that cost is half of a 1M-row run; it amortises with N (2M: 28,432 items/s).
+- **Cores**: local[1] keeps 1.5 cores busy (one Python task, plus the JVM's JIT and metastore work on the
+  other core), so local[2] can only add the encoding half of a core: 1.26x.
+- **What would move it further**: a warm JVM (a long-lived cluster, where the JIT and the metastore
+  client are paid once for many runs), a remote metastore instead of embedded Derby, or JVM start-up
+  options (class-data sharing; C1-only JIT `-XX:TieredStopAtLevel=1` cut the JVM's CPU by about 15% in
+  single tries, within run-to-run noise, so it is not a default).
+- **Memory does not grow with N**: peak Python worker RSS 693 / 699-720 / 739 MB at 250k / 1M / 2M; driver
+  JVM 1.0 / 1.4-1.6 / 1.8 GB (heap sized to a quarter of RAM when run directly). At D = 4096 a worker holds
+  one row group (50k x 4096 floats = 800 MB) at a time: 2.0 GB.
+- Fixed costs dominate small runs, so items/s grows with N (and the D = 4096 row is N = 100k). Repeated
+  1M runs on two cores varied by up to 27% (17,773 to 22,609 items/s).
+- GPU figures below are from the first round (greedy encoding); no GPU machine was lent to this round.
+
+"""
+
+
 def load(tag):
     p = OUT / f"{tag}.json"
     return json.loads(p.read_text()) if p.exists() else None
@@ -23,21 +59,11 @@ def main() -> None:
     w("'job' is `semid-assign` run directly (no spark-submit flags, Spark's default master unless a master\n")
     w("is named), timed from its manifest (Spark session start and JVM launch excluded; 'wall' includes them).\n\n")
     w("## Reading these figures (2026-11-26, 2 cores, 24 GiB, no GPU)\n\n")
-    w("- The job is at about 0.3 of the ceiling at D = 768 (target 0.6: missed) and local[2] is barely faster\n")
-    w("  than local[1] (target 1.7x: missed). The profile below says where the time goes: the encode step\n")
-    w("  dominates and the no-op model saves only about a quarter of it, so Spark's own work (Parquet scan and\n")
-    w("  the JVM's conversion of `array<float>` rows into Arrow batches for the Python workers) is the bottleneck,\n")
-    w("  not the model; and one task's JVM thread and Python worker already keep about 1.7 cores busy, so a\n")
-    w("  second task has little left to use. What would move it: let each Python task read its own Parquet row\n")
-    w("  groups with pyarrow (the JVM then moves only ids and codes), and cut the fixed cost (about 20 s a run:\n")
-    w("  metastore client start, table checks, the `running` manifest row, input schema and count).\n")
-    w("- Fixed costs dominate small runs, so items/s grows with N; these runs were made one after the other\n")
-    w("  while another process on the machine was paused, and repeated 1M runs varied by about 15%.\n")
-    w("- Not measured in this round: D = 4096 (the `n100k_d4096` run of bench/all.sh).\n\n")
+    w(READING)
     w("## Job vs ceiling vs origin-style baseline\n\n")
     w("| run | N | D | ceiling (read+encode) | read only | encode only | origin-style | job | job wall | no-op job | job/ceiling | job/origin |\n")
     w("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
-    for tag in ("main_n1m_d768", "n1m_d64", "n100k_d4096"):
+    for tag in ("main_n1m_d768", "repeat_n1m_d768", "n1m_d64", "n100k_d4096"):
         r = load(tag)
         if not r:
             continue
@@ -63,12 +89,23 @@ def main() -> None:
     w("\n## Where the job's time goes (main run, seconds)\n\n")
     r = load("main_n1m_d768")
     if r and "job" in r:
-        w("| step | s |\n|---|---|\n")
+        w("Steps run one after the other, except that encoding starts in the background right after the input is\n"
+          "planned, so 'encode' overlaps 'creating the tables' and 'recording the run as running'; the step\n"
+          "'encoding: validating and assigning codes' is the wait for it after them.\n\n")
+        w("| step | job s | no-op model job s |\n|---|---|---|\n")
+        noop = r.get("noop", {}).get("timings", {})
         for k, v in r["job"]["timings"].items():
-            w(f"| {k} | {v} |\n")
-        if "noop" in r:
-            w("\nNo-op model run (Spark's own read, transfer, validation, suffix and writes):\n\n| step | s |\n|---|---|\n")
-            for k, v in r["noop"]["timings"].items():
+            w(f"| {k} | {v} | {noop.get(k, '-')} |\n")
+        w("\n## Where the CPU goes (main run, CPU seconds of each process, sampled from /proc)\n\n")
+        for label, run in (("job", r["job"]), ("no-op model job", r.get("noop"))):
+            if run and "cpu_s_by_process" in run:
+                parts = ", ".join(f"{k} {v}" for k, v in sorted(run["cpu_s_by_process"].items()) if v)
+                w(f"- {label}: {run['cpu_s']} CPU s in {run['wall_s']} s wall ({parts})\n")
+        threads = r["job"].get("jvm_cpu_s_by_thread")
+        if threads:
+            w("\nThe job's JVM, CPU seconds by thread (names as /proc shows them, cut at 15 characters):\n\n")
+            w("| JVM thread | CPU s |\n|---|---|\n")
+            for k, v in list(threads.items())[:10]:
                 w(f"| {k} | {v} |\n")
     gpu(w)
 

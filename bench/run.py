@@ -2,6 +2,7 @@
 
     python bench/run.py [--n 1000000] [--dim 768] [--master local[*]] [--device cpu|cuda]
                         [--baseline-n 200000] [--skip ceiling,baseline,job,noop] [--tag NAME]
+                        [--job-set KEY=VALUE ...]
 
 Makes its own deterministic data (bench/data/, git-ignored), a TIGER-size model
 (D -> 512 -> 256 -> 128 -> 32, 4 x 256; trained for one epoch on a 20k sample, which costs
@@ -139,6 +140,8 @@ class RssSampler(threading.Thread):
         super().__init__(daemon=True)
         self.root, self.stop_flag = root_pid, False
         self.cpu_ticks: dict[int, int] = {}
+        self.kind: dict[int, str] = {}
+        self.jvm_threads: dict[tuple[int, str], tuple[str, int]] = {}  # (pid, tid) -> (thread name, ticks)
         self.peak = {"driver_python_mb": 0.0, "driver_jvm_mb": 0.0, "python_worker_max_mb": 0.0,
                      "python_workers_sum_mb": 0.0}
 
@@ -158,6 +161,30 @@ class RssSampler(threading.Thread):
             todo.extend(kids.get(p, []))
         return out
 
+    def sample_threads(self, pid: int) -> None:
+        """CPU ticks of each JVM thread (JIT compilers, task threads, the driver's py4j thread)."""
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            return
+        for tid in tids:
+            try:
+                st = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+            except OSError:
+                continue
+            name = st[st.index("(") + 1:st.rindex(")")]
+            f = st.rsplit(")", 1)[1].split()
+            self.jvm_threads[(pid, tid)] = (name, int(f[11]) + int(f[12]))
+
+    def jvm_cpu_by_thread(self) -> dict[str, float]:
+        """CPU seconds per JVM thread kind (names without their numbers), largest first."""
+        tick = os.sysconf("SC_CLK_TCK")
+        agg: dict[str, float] = {}
+        for name, ticks in self.jvm_threads.values():
+            key = name.rstrip("0123456789#-+ ").strip() or name
+            agg[key] = agg.get(key, 0.0) + ticks / tick
+        return {k: round(v, 1) for k, v in sorted(agg.items(), key=lambda kv: -kv[1]) if v >= 0.5}
+
     def run(self) -> None:
         while not self.stop_flag:
             workers = []
@@ -170,7 +197,11 @@ class RssSampler(threading.Thread):
                                if line.startswith("VmRSS:")) / 1024
                 except (OSError, StopIteration):
                     continue
+                self.kind[pid] = ("driver_jvm" if "java" in cmd.split(" ")[0] else
+                                  "python_workers" if ("pyspark.daemon" in cmd or "pyspark.worker" in cmd) else
+                                  "driver_python" if pid == self.root else "other")
                 if "java" in cmd.split(" ")[0]:
+                    self.sample_threads(pid)
                     self.peak["driver_jvm_mb"] = max(self.peak["driver_jvm_mb"], rss)
                 elif "pyspark.daemon" in cmd or "pyspark.worker" in cmd:
                     workers.append(rss)
@@ -195,7 +226,12 @@ def job(data: Path, ck: Path, wh: Path, table: str, master: str | None, device: 
     out, err = p.communicate()
     wall = time.perf_counter() - t0
     sampler.stop_flag = True
-    cpu_s = sum(sampler.cpu_ticks.values()) / os.sysconf("SC_CLK_TCK")  # driver, JVM, workers (last sample)
+    tick = os.sysconf("SC_CLK_TCK")
+    cpu_s = sum(sampler.cpu_ticks.values()) / tick  # driver, JVM, workers (last sample)
+    cpu_by_kind: dict[str, float] = {}
+    for pid, ticks in sampler.cpu_ticks.items():
+        kind = sampler.kind.get(pid, "other")
+        cpu_by_kind[kind] = round(cpu_by_kind.get(kind, 0.0) + ticks / tick, 1)
     if p.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed: {err[-3000:]}")
     runs = ds.dataset(wh / f"{table.split('.')[0]}.db" / f"{table.split('.')[1]}_manifest", format="parquet").to_table()
@@ -203,7 +239,8 @@ def job(data: Path, ck: Path, wh: Path, table: str, master: str | None, device: 
     details = json.loads(last["details"])
     total = details["timings"]["total"]
     return {"items": last["rows_out"], "wall_s": round(wall, 3), "cpu_s": round(cpu_s, 1),
-            "cores_busy": round(cpu_s / wall, 2), "job_s": total, "items_s": last["rows_out"] / total,
+            "cores_busy": round(cpu_s / wall, 2), "cpu_s_by_process": cpu_by_kind,
+            "jvm_cpu_s_by_thread": sampler.jvm_cpu_by_thread(), "job_s": total, "items_s": last["rows_out"] / total,
             "items_s_wall": last["rows_out"] / wall, "timings": details["timings"], "peak_rss": sampler.peak}
 
 
@@ -216,6 +253,8 @@ def main() -> int:
     p.add_argument("--baseline-n", type=int, default=200_000)
     p.add_argument("--skip", default="", help="comma-separated: ceiling,baseline,job,noop")
     p.add_argument("--tag", default=None)
+    p.add_argument("--job-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="an extra --set for the job runs (repeatable), e.g. input.reader=spark")
     p.add_argument("--data-dir", default=str(ROOT / "bench" / "data"))
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
@@ -237,20 +276,23 @@ def main() -> int:
         res["origin"] = origin_baseline(data, ck, args.dim, min(args.baseline_n, args.n), out / "semantic_id_dict.json",
                                         args.device)
         (out / "semantic_id_dict.json").unlink()
+    extra = [a for kv in args.job_set for a in ("--set", kv)]
+    if extra:
+        res["job_settings"] = args.job_set
     if not {"job", "noop"} <= skip:
         # A deployment has its metastore already: create this run's (embedded Derby) once,
         # untimed, with a tiny run, so the timed runs measure the job and not Derby's setup.
         log.info("warm-up: creating the warehouse's metastore with a 2,000-row run")
         warm = Path(args.data_dir) / f"emb_2000_{args.dim}"
         make_data(warm, 2000, args.dim)
-        res["warmup"] = job(warm, ck, out / "wh", "bench.warmup", args.master, args.device, [])
+        res["warmup"] = job(warm, ck, out / "wh", "bench.warmup", args.master, args.device, extra)
     if "job" not in skip:
         log.info("3/4 semid-assign")
-        res["job"] = job(data, ck, out / "wh", "bench.ids", args.master, args.device, [])
+        res["job"] = job(data, ck, out / "wh", "bench.ids", args.master, args.device, extra)
     if "noop" not in skip:
         log.info("4/4 semid-assign with a no-op model")
         res["noop"] = job(data, ck, out / "wh", "bench.noop", args.master, args.device,
-                          ["--set", "plugin.factory=noop_model:build", "--set", "plugin.layout=batch_major"])
+                          extra + ["--set", "plugin.factory=noop_model:build", "--set", "plugin.layout=batch_major"])
     shutil.rmtree(out / "wh", ignore_errors=True)
     if "job" in res and "ceiling" in res:
         res["job_over_ceiling"] = res["job"]["items_s"] / res["ceiling"]["items_s"]
