@@ -114,9 +114,11 @@ def check_schema(schema: pa.Schema, path: str, id_col: str, emb_col: str, cast_d
         if col not in names:
             raise InputError(f"column {col!r} ({what}) missing; columns found: {sorted(names)} (file {path})")
     id_t, emb_t = schema.field(id_col).type, schema.field(emb_col).type
-    if pa.types.is_int32(id_t) or pa.types.is_int16(id_t) or pa.types.is_int8(id_t):
+    if pa.types.is_dictionary(id_t):  # a pandas categorical written to Parquet: Spark reads the values
+        id_t = id_t.value_type
+    if id_t in (pa.int8(), pa.int16(), pa.int32(), pa.uint8(), pa.uint16()):
         id_norm = pa.int32()
-    elif pa.types.is_int64(id_t):
+    elif id_t in (pa.int64(), pa.uint32()):  # Spark reads unsigned 32-bit as bigint
         id_norm = pa.int64()
     elif pa.types.is_string(id_t) or pa.types.is_large_string(id_t):
         id_norm = pa.string()

@@ -55,6 +55,9 @@ def normalise_input(df: DataFrame, id_col: str, emb_col: str, cast_double: bool)
         if col not in fields:
             raise InputError(f"column {col!r} ({what}) missing; columns found: {sorted(fields)}")
     id_type, emb_type = fields[id_col], fields[emb_col]
+    ids = F.col(id_col)
+    if isinstance(id_type, (T.ByteType, T.ShortType)):  # widened, as the pyarrow reader does
+        ids, id_type = ids.cast("int"), T.IntegerType()
     if not isinstance(id_type, ID_TYPES):
         raise InputError(f"column {id_col!r}: expected bigint, int or string, got {id_type.simpleString()}")
     if not isinstance(emb_type, T.ArrayType) or not isinstance(emb_type.elementType, (T.FloatType, T.DoubleType)):
@@ -67,7 +70,7 @@ def normalise_input(df: DataFrame, id_col: str, emb_col: str, cast_double: bool)
             raise InputError(f"column {emb_col!r}: expected array<float>, got array<double> (input.cast_double is false)")
         log.info("casting %s from array<double> to array<float> (input.cast_double)", emb_col)
         emb = emb.cast(T.ArrayType(T.FloatType()))
-    return df.select(F.col(id_col).alias("item_id"), emb.alias("embedding"))
+    return df.select(ids.alias("item_id"), emb.alias("embedding"))
 
 
 def classify_duplicates(r: DataFrame) -> DataFrame:

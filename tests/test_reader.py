@@ -74,10 +74,24 @@ def test_id_types_are_widened_or_refused(tmp_path):
         plan_input(str(tmp_path), "item_id", "embedding", True)
 
 
+@pytest.mark.parametrize("ids, expected_type", [
+    (pa.array([3, 4], pa.uint32()), pa.int64()), (pa.array([3, 4], pa.int16()), pa.int32()),
+    (pa.array(["a", "b"]).dictionary_encode(), pa.string()),
+])
+def test_id_types_spark_reads_as_int_bigint_or_string(tmp_path, ids, expected_type):
+    pq.write_table(pa.table({"item_id": ids, "embedding": pa.array([[1.0], [2.0]], pa.list_(pa.float32()))}),
+                   tmp_path / "a.parquet")
+    plan = plan_input(str(tmp_path), "item_id", "embedding", True)
+    assert plan.id_type == expected_type
+    assert read_all(plan)[0] == pa.array(ids).cast(expected_type).to_pylist()
+
+
 @pytest.mark.parametrize("table, message", [
     (pa.table({"item_id": [1], "vec": [[1.0]]}), r"column 'embedding' \(the embedding\) missing; columns found: "
                                                  r"\['item_id', 'vec'\] \(file .*a.parquet\)"),
     (pa.table({"item_id": [1.5], "embedding": [[1.0]]}), "column 'item_id': expected bigint, int or string, got double"),
+    (pa.table({"item_id": pa.array([1], pa.uint64()), "embedding": [[1.0]]}),
+     "column 'item_id': expected bigint, int or string, got uint64"),
     (pa.table({"item_id": [1], "embedding": [["a"]]}), r"expected array<float> \(or array<double>\), got array<string>"),
     (pa.table({"item_id": [1], "embedding": [1.0]}), r"expected array<float> \(or array<double>\), got double"),
 ])

@@ -191,3 +191,16 @@ def test_each_defect_alone(spark, tiny_blob, tmp_path, defect, reason):
     expected = {reason: 2 if defect == "dup_diff" else 1}
     assert res.rejects_by_reason == expected
     assert res.rows_in == len(ids) == res.rows_out + res.rows_rejected
+
+
+@pytest.mark.parametrize("reader", ["auto", "spark"])
+def test_small_integer_ids_are_widened_by_both_readers(spark, tiny_blob, tmp_path, reader):
+    import pyarrow as pa
+
+    x = clustered(30, 16, seed=8)
+    inp = write_input(tmp_path / "in", list(range(30)), [list(map(float, v)) for v in x], files=1, id_type=pa.int16())
+    name = f"small_{reader}.t"
+    res = run_assign(spark, config(input={"reader": reader}), tiny_blob, table=name, input_path=str(inp),
+                     warehouse=str(tmp_path / "wh"))
+    assert res.rows_out == 30
+    assert spark.table(name).schema["item_id"].dataType.simpleString() == "int"
