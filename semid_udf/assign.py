@@ -28,8 +28,8 @@ from .checkpoint import CheckpointBlob
 from .config import JobConfig, to_dict
 from .errors import ConfigError, InputError, ReconcileError
 from .session import check_safe_settings
-from .reader import InputPlan, is_local, plan_input
-from .udf import UNIT_SCHEMA, make_map_fn, make_reader_fn, output_fields
+from .reader import UNIT_SCHEMA, InputPlan, is_local, plan_input
+from .udf import make_map_fn, make_reader_fn, output_fields
 
 log = logging.getLogger(__name__)
 
@@ -257,8 +257,7 @@ class Encoding:
     def shard(self, k: int, shards: int) -> DataFrame:
         """Codes of shard ``k`` of ``shards`` (all rows when ``shards`` is 1)."""
         if self.source.plan:
-            units = [(u.index, u.path, list(u.row_groups), u.rows, u.file_size)
-                     for u in self.source.plan.units if u.index % shards == k]
+            units = [u.to_row() for u in self.source.plan.units if u.index % shards == k]
             rdd = self.spark.sparkContext.parallelize(units, max(1, len(units)))  # one task per unit
             return self.spark.createDataFrame(rdd, UNIT_SCHEMA).mapInArrow(self.fn, self.schema)
         frame = self.source.frame

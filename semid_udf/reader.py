@@ -37,14 +37,37 @@ _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 
 
 @dataclass(frozen=True)
-class Unit:
-    """One task's share of the input: consecutive row groups of one file."""
+class Part:
+    """Consecutive row groups of one file."""
 
-    index: int
     path: str
     row_groups: tuple[int, ...]
     rows: int
     file_size: int
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One task's share of the input: row groups of one file, or several small files."""
+
+    index: int
+    parts: tuple[Part, ...]
+
+    @property
+    def rows(self) -> int:
+        return sum(p.rows for p in self.parts)
+
+    def to_row(self) -> tuple:
+        return (self.index, [(p.path, list(p.row_groups), p.rows, p.file_size) for p in self.parts])
+
+    @staticmethod
+    def from_row(row: dict) -> "Unit":
+        return Unit(row["unit"], tuple(Part(p["path"], tuple(p["row_groups"]), p["rows"], p["file_size"])
+                                       for p in row["parts"]))
+
+
+UNIT_SCHEMA = "unit int, parts array<struct<path: string, row_groups: array<int>, rows: bigint, file_size: bigint>>"
+OPEN_COST = 4 << 20  # bytes a file counts for at least, as Spark's spark.sql.files.openCostInBytes
 
 
 @dataclass(frozen=True)
@@ -145,29 +168,44 @@ def _footer(fs: pafs.FileSystem, info: pafs.FileInfo) -> pq.FileMetaData:
 def plan_input(source: str, id_col: str, emb_col: str, cast_double: bool, target_bytes: int = 128 << 20,
                threads: int = 16) -> InputPlan:
     """Files, row groups and column types of ``source``; units of about ``target_bytes``
-    (uncompressed) each, never splitting a row group."""
+    (uncompressed, each file counting at least OPEN_COST) each, never splitting a row group:
+    a big file gives several units, small files share one, as Spark packs its file splits."""
     fs, root = open_filesystem(source)
     files = list_files(fs, root, source)
     with ThreadPoolExecutor(max_workers=max(1, min(threads, len(files)))) as pool:
         footers = list(pool.map(lambda f: _footer(fs, f), files))
     id_types = set()
     units: list[Unit] = []
+    parts: list[Part] = []  # the unit being filled
+    size = 0
     rows = 0
+
+    def close() -> None:
+        nonlocal parts, size
+        if parts:
+            units.append(Unit(len(units), tuple(parts)))
+        parts, size = [], 0
+
     for info, meta in zip(files, footers):
         id_types.add(check_schema(meta.schema.to_arrow_schema(), info.path, id_col, emb_col, cast_double))
         group: list[int] = []
-        group_rows = group_bytes = 0
+        group_rows = 0
+        size += OPEN_COST
         for rg in range(meta.num_row_groups):
             r = meta.row_group(rg)
-            if group and group_bytes + r.total_byte_size > target_bytes:
-                units.append(Unit(len(units), info.path, tuple(group), group_rows, info.size))
-                group, group_rows, group_bytes = [], 0, 0
+            if (group or parts) and size + r.total_byte_size > target_bytes:
+                if group:
+                    parts.append(Part(info.path, tuple(group), group_rows, info.size))
+                close()
+                size = OPEN_COST  # this file is opened by the next task too
+                group, group_rows = [], 0
             group.append(rg)
             group_rows += r.num_rows
-            group_bytes += r.total_byte_size
+            size += r.total_byte_size
         if group_rows:
-            units.append(Unit(len(units), info.path, tuple(group), group_rows, info.size))
+            parts.append(Part(info.path, tuple(group), group_rows, info.size))
         rows += meta.num_rows
+    close()
     if pa.string() in id_types and len(id_types) > 1:
         raise InputError(f"column {id_col!r}: expected one type in every file, got string in some files and "
                          f"integers in others")
@@ -184,20 +222,25 @@ def _as_float_list(emb: pa.Array) -> pa.Array:
 
 def read_unit(plan: InputPlan, unit: Unit, batch_size: int) -> Iterator[pa.RecordBatch]:
     """The unit's rows as batches of (item_id, embedding list<float32>), in file order."""
+    for part in unit.parts:
+        yield from _read_part(plan, part, batch_size)
+
+
+def _read_part(plan: InputPlan, part: Part, batch_size: int) -> Iterator[pa.RecordBatch]:
     got = 0
-    with plan.filesystem.open_input_file(unit.path) as f:
-        if f.size() != unit.file_size:
-            raise InputError(f"input file {unit.path}: expected {unit.file_size} bytes (as planned), got {f.size()}: "
+    with plan.filesystem.open_input_file(part.path) as f:
+        if f.size() != part.file_size:
+            raise InputError(f"input file {part.path}: expected {part.file_size} bytes (as planned), got {f.size()}: "
                              "it changed while the job ran")
         pf = pq.ParquetFile(f)
-        check_schema(pf.schema_arrow, unit.path, plan.id_col, plan.emb_col, plan.cast_double)
-        for b in pf.iter_batches(batch_size=batch_size, row_groups=list(unit.row_groups),
+        check_schema(pf.schema_arrow, part.path, plan.id_col, plan.emb_col, plan.cast_double)
+        for b in pf.iter_batches(batch_size=batch_size, row_groups=list(part.row_groups),
                                  columns=[plan.id_col, plan.emb_col], use_threads=False):
             got += b.num_rows
             ids = b.column(plan.id_col)
             if ids.type != plan.id_type:
                 ids = pc.cast(ids, plan.id_type)
             yield pa.RecordBatch.from_arrays([ids, _as_float_list(b.column(plan.emb_col))], names=[ID_COL, EMB_COL])
-    if got != unit.rows:
-        raise InputError(f"input file {unit.path}: expected {unit.rows} rows in row groups {list(unit.row_groups)} "
+    if got != part.rows:
+        raise InputError(f"input file {part.path}: expected {part.rows} rows in row groups {list(part.row_groups)} "
                          f"(as planned), got {got}: it changed while the job ran")

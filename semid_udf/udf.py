@@ -163,20 +163,16 @@ def make_map_fn(bc: Any, encode_cfg: EncodeConfig, plugin: PluginConfig, id_col:
     return run
 
 
-UNIT_SCHEMA = "unit int, path string, row_groups array<int>, rows bigint, file_size bigint"
-
-
 def make_reader_fn(bc: Any, plan: InputPlan, encode_cfg: EncodeConfig, plugin: PluginConfig, batch_size: int
                    ) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
-    """The function given to ``mapInArrow`` over rows of :data:`UNIT_SCHEMA`: each task reads
+    """The function given to ``mapInArrow`` over rows of ``reader.UNIT_SCHEMA``: each task reads
     its own row groups with pyarrow (see :mod:`semid_udf.reader`) and encodes them."""
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         enc = None
         for batch in batches:
             for u in batch.to_pylist():
-                unit = Unit(u["unit"], u["path"], tuple(u["row_groups"]), u["rows"], u["file_size"])
-                for rows in read_unit(plan, unit, batch_size):
+                for rows in read_unit(plan, Unit.from_row(u), batch_size):
                     if enc is None:
                         enc = get_encoder(bc.value, encode_cfg, plugin)
                     yield encode_batch(enc, rows, ID_COL, EMB_COL)

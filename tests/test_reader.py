@@ -44,8 +44,18 @@ def test_plan_splits_by_row_groups_and_reads_every_row_once(tmp_path):
     ids, vecs = read_all(plan)
     assert ids == list(range(80))
     np.testing.assert_array_equal(vecs, np.vstack([x1, x2]))
-    big = plan_input(str(d), "item_id", "embedding", True)  # default target: one unit per file
-    assert [u.row_groups for u in big.units] == [(0, 1, 2, 3, 4), (0,)]
+    big = plan_input(str(d), "item_id", "embedding", True)  # default target: small files share one task
+    assert len(big.units) == 1 and [(p.path, p.row_groups) for p in big.units[0].parts] == [
+        (str(d / "a.parquet"), (0, 1, 2, 3, 4)), (str(d / "sub" / "b.parquet"), (0,))]
+    assert read_all(big)[0] == list(range(80))
+
+
+def test_many_small_files_are_packed_and_big_ones_split(tmp_path):
+    for i in range(30):
+        write(tmp_path / f"f{i:02d}.parquet", [i], row_group_size=1)
+    plan = plan_input(str(tmp_path), "item_id", "embedding", True, target_bytes=10 << 20)  # each file counts 4 MB
+    assert [len(u.parts) for u in plan.units] == [2] * 15  # 2 files per 10 MB task, as Spark packs splits
+    assert read_all(plan)[0] == list(range(30))
 
 
 @pytest.mark.parametrize("emb_type", [pa.list_(pa.float64()), pa.large_list(pa.float32()),
