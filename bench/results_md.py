@@ -11,8 +11,9 @@ What changed since the first round (job 13,712 items/s at 1M x 768, 0.27 of the 
 now reads its own Parquet row groups with pyarrow (`input.reader=auto`), so the JVM never converts the
 `array<float>` rows; encoding starts in the background while the metastore work runs; cheaper duplicate
 check, no empty rejects write, one output file per core. The model now encodes by beam search of width 2
-(issue 3), which makes the pure encode step about 20% slower than the greedy one of the first round; the
-ceiling and the job use the same model, so their ratio is like for like.
+(issue 3): `python bench/encode_speed.py` (one thread) gives 57,704 items/s at beam 2 against 72,425
+for the first round's greedy code (the script run in a checkout of 176dec3; 86,898 for greedy now),
+about 20% slower; the ceiling and the job use the same model, so their ratio is like for like.
 
 - **Targets missed**: at N = 1M, D = 768 the job is at 0.36-0.46 of the ceiling (three runs on two cores:
   17,773 main, 20,807 repeat, 22,609 local[2]; the target is 0.6), and local[2] / local[1] is 1.26
@@ -22,16 +23,18 @@ ceiling and the job use the same model, so their ratio is like for like.
   single-process ceiling (about 50k). The fixed cost is the JVM: of the job's CPU seconds, the JVM
   takes about 40 s whatever N is (46 CPU s at 250k, 62-81 at 1M, 78 at 2M), and its biggest consumers
   are the JIT compilers (C2 + C1 about 38 CPU s in the main run, table below), the Hive metastore client's
-  start with its embedded Derby database (about 7 s alone on an idle machine, 18-21 s here because it
-  shares two cores with the encoding tasks and the JIT) and the first run of every Spark operator. The
+  start with its embedded Derby database (`python bench/metastore.py` on an idle machine: 7.0-7.4 s for
+  the first call, 2.7-3.8 s more for the tables and views; 18-21 s in the job because it shares two
+  cores with the encoding tasks and the JIT) and the first run of every Spark operator. The
   no-op-model job shows it: with no model work at all it still takes 35 s, 20 s of them waiting for
   the metastore. On two cores that cost is half of a 1M-row run; it amortises with N (2M: 28,432 items/s).
 - **Cores**: local[1] keeps 1.5 cores busy (one Python task, plus the JVM's JIT and metastore work on the
   other core), so local[2] can only add the encoding half of a core: 1.26x.
 - **What would move it further**: a warm JVM (a long-lived cluster, where the JIT and the metastore
   client are paid once for many runs), a remote metastore instead of embedded Derby, or JVM start-up
-  options (class-data sharing; C1-only JIT `-XX:TieredStopAtLevel=1` cut the JVM's CPU by about 15% in
-  single tries, within run-to-run noise, so it is not a default).
+  options (class-data sharing; a C1-only JIT, `bench/run.py --skip ceiling,baseline,noop --job-set
+  spark.spark.driver.extraJavaOptions=-XX:TieredStopAtLevel=1`, took the JVM from 72.5 to 60.7 CPU s in
+  one pair of tries with job times 47.9 s vs 47.2 s, within run-to-run noise, so it is not a default).
 - **Memory does not grow with N**: peak Python worker RSS 693 / 699-720 / 739 MB at 250k / 1M / 2M; driver
   JVM 1.0 / 1.4-1.6 / 1.8 GB (heap sized to a quarter of RAM when run directly). At D = 4096 a worker holds
   one row group (50k x 4096 floats = 800 MB) at a time: 2.0 GB.

@@ -7,8 +7,9 @@ from NaN, which pandas does not.
 
 Every input row comes out exactly once: good rows with codes, bad rows with their reason
 (null id or embedding, wrong length, null element, NaN/Inf). The rows come either from
-Spark's reader or, for local paths, from pyarrow inside the task (:func:`make_reader_fn`). The model is built once per Python worker from a
-broadcast checkpoint blob and cached by model version.
+Spark's reader or, for local paths, from pyarrow inside the task (:func:`make_reader_fn`).
+The model is built once per Python worker from a broadcast checkpoint blob and cached by
+model version.
 """
 from __future__ import annotations
 

@@ -1,0 +1,38 @@
+"""No random number can stand in for an ID: the modules that turn embeddings into published
+codes draw none, and training draws only from its seeded generator (sample order, k-means++
+seeds, dead-code re-seeds), so a checkpoint is a deterministic function of data and seed."""
+import ast
+from pathlib import Path
+
+import pytest
+
+PKG = Path(__file__).resolve().parents[1] / "semid_udf"
+# Everything between the input and the published table (quality.py samples for its report only).
+INFERENCE = ["adapter", "assign", "checkpoint", "encode", "model", "reader", "staging", "table", "udf", "session"]
+RANDOM = {"rand", "randn", "randint", "randperm", "rand_like", "random", "random_", "multinomial", "bernoulli",
+          "normal", "normal_", "uniform", "uniform_", "shuffle", "permutation", "choice", "default_rng", "seed",
+          "manual_seed", "Generator"}
+
+
+def calls(module: str) -> list[ast.Call]:
+    tree = ast.parse((PKG / f"{module}.py").read_text())
+    return [n for n in ast.walk(tree) if isinstance(n, ast.Call)]
+
+
+def name(call: ast.Call) -> str:
+    f = call.func
+    return f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", "")
+
+
+@pytest.mark.parametrize("module", INFERENCE)
+def test_inference_modules_draw_no_random_numbers(module):
+    drawn = [f"line {c.lineno}: {name(c)}" for c in calls(module) if name(c) in RANDOM]
+    assert drawn == []
+    assert "import random" not in (PKG / f"{module}.py").read_text()
+
+
+def test_training_draws_only_from_its_seeded_generator():
+    draws = [c for c in calls("train") if name(c) in RANDOM - {"manual_seed", "Generator"}]
+    assert draws, "expected training's seeded draws (k-means++, dead codes, epoch order)"
+    for c in draws:
+        assert any(k.arg == "generator" for k in c.keywords), f"train.py line {c.lineno}: {name(c)} without generator="
