@@ -227,7 +227,8 @@ def read_source(spark: SparkSession, cfg: JobConfig, input_path: str | None, inp
             raise ConfigError("input.reader=arrow: expected --input PATH (a Parquet file or folder), got --input-table; "
                               "use input.reader=spark or auto for tables")
         target = int(spark._jsparkSession.sessionState().conf().filesMaxPartitionBytes())  # parsed, units and all
-        plan = plan_input(input_path, ic.id_col, ic.embedding_col, ic.cast_double, target_bytes=target)
+        plan = plan_input(input_path, ic.id_col, ic.embedding_col, ic.cast_double, target_bytes=target,
+                          cores=spark.sparkContext.defaultParallelism)
         log.info("reader: pyarrow in the tasks (%d units of up to %d MB)", len(plan.units), target >> 20)
         return Source(_SPARK_IDS[plan.id_type], plan=plan)
     raw = tb.read_input(spark, input_path, input_table)

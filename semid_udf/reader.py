@@ -166,14 +166,18 @@ def _footer(fs: pafs.FileSystem, info: pafs.FileInfo) -> pq.FileMetaData:
 
 
 def plan_input(source: str, id_col: str, emb_col: str, cast_double: bool, target_bytes: int = 128 << 20,
-               threads: int = 16) -> InputPlan:
+               cores: int = 1, threads: int = 16) -> InputPlan:
     """Files, row groups and column types of ``source``; units of about ``target_bytes``
     (uncompressed, each file counting at least OPEN_COST) each, never splitting a row group:
-    a big file gives several units, small files share one, as Spark packs its file splits."""
+    a big file gives several units, small files share one, as Spark packs its file splits.
+    Like Spark, a unit is at most the input's size / ``cores``, so a small input still gives
+    every core a task."""
     fs, root = open_filesystem(source)
     files = list_files(fs, root, source)
     with ThreadPoolExecutor(max_workers=max(1, min(threads, len(files)))) as pool:
         footers = list(pool.map(lambda f: _footer(fs, f), files))
+    total = sum(OPEN_COST + sum(m.row_group(i).total_byte_size for i in range(m.num_row_groups)) for m in footers)
+    target_bytes = min(target_bytes, max(OPEN_COST, total // max(1, cores)))
     id_types = set()
     units: list[Unit] = []
     parts: list[Part] = []  # the unit being filled

@@ -58,6 +58,15 @@ def test_many_small_files_are_packed_and_big_ones_split(tmp_path):
     assert read_all(plan)[0] == list(range(30))
 
 
+def test_a_small_input_still_gives_every_core_a_task(tmp_path):
+    for i in range(4):  # four small files: one 128 MB task would leave the other cores idle
+        write(tmp_path / f"f{i}.parquet", list(range(i * 100, i * 100 + 100)), dim=64)
+    assert len(plan_input(str(tmp_path), "item_id", "embedding", True).units) == 1
+    plan = plan_input(str(tmp_path), "item_id", "embedding", True, cores=2)
+    assert [len(u.parts) for u in plan.units] == [2, 2]  # input / cores per task, as Spark sizes splits
+    assert read_all(plan)[0] == list(range(400))
+
+
 @pytest.mark.parametrize("emb_type", [pa.list_(pa.float64()), pa.large_list(pa.float32()),
                                       pa.list_(pa.float32(), 4)])
 def test_other_list_types_read_as_float32_lists(tmp_path, emb_type):
