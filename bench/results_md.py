@@ -41,6 +41,10 @@ about 20% slower; the ceiling and the job use the same model, so their ratio is 
 - Fixed costs dominate small runs, so items/s grows with N (and the D = 4096 row is N = 100k). Repeated
   1M runs on two cores varied by up to 27% (17,773 to 22,609 items/s).
 - GPU figures below are from the first round (greedy encoding); no GPU machine was lent to this round.
+- These runs were made before the pyarrow reader packed small files into shared tasks (commits 82578fc,
+  722b848). The D = 768 and D = 4096 inputs plan the same tasks either way (their row groups exceed
+  128 MB); the D = 64 input (ten 26 MB files) now runs 3 tasks instead of 10, so its row is of the
+  earlier planning.
 
 """
 
