@@ -28,7 +28,16 @@ DEFAULTS = {
     # The encode step runs in the background while the metastore work runs in another
     # pool; FIFO would queue that work's small jobs behind every encode task.
     "spark.scheduler.mode": "FAIR",
+    # The encoded rows (ids, codes, hashes) are cached once for the writes that follow.
+    # Compressing the cache made Spark try every scheme on every column (a dictionary
+    # HashMap per column batch): the largest JVM cost of the encode step in bench/ profiles,
+    # to save a few bytes per row.
+    "spark.sql.inMemoryColumnarStorage.compressed": "false",
 }
+# Run directly, the JVM starts here and does a job's worth of work once: its C2 compiler
+# spent more CPU seconds than the executor threads (bench/RESULTS.md), on two cores shared
+# with the Python workers. C1 alone compiles cheaply; the long-running work is in Python.
+DIRECT_RUN_JAVA_OPTIONS = "-XX:TieredStopAtLevel=1"
 # value that loses or duplicates data -> why
 UNSAFE = {
     "spark.hadoop.mapreduce.fileoutputcommitter.algorithm.version": ("2", "commit algorithm v2 leaves a failed job's files readable"),
@@ -75,6 +84,10 @@ def build_session(app_name: str, conf: Mapping[str, str], warehouse: str | None 
                 "spark.hadoop.javax.jdo.option.ConnectionURL",
                 f"jdbc:derby:;databaseName={wh}/metastore_db;create=true",
             )
+            # Hive's direct-SQL path speeds up partition queries on big shared metastores;
+            # setting it up on an embedded Derby was a third of the first metastore call
+            # (bench/metastore.py), and semid's tables have few partitions.
+            settings.setdefault("spark.hadoop.hive.metastore.try.direct.sql", "false")
         os.environ.setdefault("DERBY_SYSTEM_HOME", wh)
         Path(wh).mkdir(parents=True, exist_ok=True)
     for key, value in DEFAULTS.items():
@@ -84,6 +97,8 @@ def build_session(app_name: str, conf: Mapping[str, str], warehouse: str | None 
         # Run directly, the JVM starts here: size its heap from this machine (local mode runs
         # driver and executor in that one JVM; Spark's default 1g failed on 1M x 768 rows).
         settings["spark.driver.memory"] = default_driver_memory()
+    if not given:
+        settings.setdefault("spark.driver.extraJavaOptions", DIRECT_RUN_JAVA_OPTIONS)
     builder = SparkSession.builder.appName(app_name)
     for k, v in settings.items():
         builder = builder.config(k, v)
