@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator
 
 import pyarrow as pa
 from pyspark import InheritableThread, StorageLevel
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -75,22 +75,55 @@ def output_files(rows: int, cores: int) -> int:
     return max(1, math.ceil(rows / ROWS_PER_FILE), min(cores, rows // MIN_ROWS_PER_FILE))
 
 
-def bucket_stats(codes: DataFrame, levels: int, rows: int) -> dict[str, Any]:
-    """Bucket = items sharing one code tuple. One small job: how many buckets of each size."""
-    by_size = {int(r["size"]): int(r["buckets"]) for r in
-               codes.groupBy(*tb.sid_cols(levels)).agg(F.count(F.lit(1)).alias("size"))
-               .groupBy("size").agg(F.count(F.lit(1)).alias("buckets")).collect()}
-    hist: dict[str, int] = {}
-    for size, n in sorted(by_size.items()):
-        upto = 1 << max(0, (size - 1).bit_length())
-        hist[f"<={upto}"] = hist.get(f"<={upto}", 0) + n
-    buckets = sum(by_size.values())
+def _size_bin(size: int) -> int:
+    """Histogram bin of a bucket size: k for sizes in (2^(k-1), 2^k]."""
+    return max(0, (size - 1).bit_length())
+
+
+def _stats(by_bin: dict[int, int], largest: int, rows: int) -> dict[str, Any]:
+    buckets = sum(by_bin.values())
     return {
         "buckets": buckets,
-        "largest_bucket": max(by_size, default=0),
+        "largest_bucket": largest,
         "unique_rate_before_suffix": round(buckets / rows, 6) if rows else None,
-        "bucket_size_histogram": hist,
+        "bucket_size_histogram": {f"<={1 << k}": n for k, n in sorted(by_bin.items()) if n},
     }
+
+
+def bucket_stats(codes: DataFrame, levels: int, codebook_size: int, rows: int) -> dict[str, Any]:
+    """Bucket = items sharing one code tuple. One small job: how many buckets of each size."""
+    key = tb.bucket_key(levels, codebook_size)
+    keys = tb.sid_cols(levels) if key is None else [key.alias("_bucket")]
+    by_size = {int(r["size"]): int(r["buckets"]) for r in
+               codes.groupBy(*keys).agg(F.count(F.lit(1)).alias("size"))
+               .groupBy("size").agg(F.count(F.lit(1)).alias("buckets")).collect()}
+    by_bin: dict[int, int] = {}
+    for size, n in by_size.items():
+        by_bin[_size_bin(size)] = by_bin.get(_size_bin(size), 0) + n
+    return _stats(by_bin, max(by_size, default=0), rows)
+
+
+def observed_bucket_stats(rows: int) -> tuple[Observation, list[Any], Callable[[], dict[str, Any]]]:
+    """The same statistics, observed while the table is written (``sid_suffix`` and
+    ``_bucket_size`` of every written row; full mode, where the written rows are all the
+    version's rows): no job of their own. Returns the observation, its aggregate columns
+    and a function that reads the statistics once the write has run."""
+    first = F.col("sid_suffix") == 0
+    size = F.col("_bucket_size")
+    bins = range(0, _size_bin(max(rows, 1)) + 1)
+    cols = [F.count_if(first).alias("buckets"), F.max(size).alias("largest")]
+    cols += [F.count_if(first & (size > (1 << k) // 2) & (size <= 1 << k)).alias(f"bin_{k}") for k in bins]
+    obs = Observation(f"semid_buckets_{uuid.uuid4().hex[:12]}")
+
+    def read() -> dict[str, Any]:
+        m = obs.get
+        by_bin = {k: int(m[f"bin_{k}"]) for k in bins}
+        if sum(by_bin.values()) != int(m["buckets"]):
+            raise ReconcileError(f"bucket statistics: expected {m['buckets']} buckets across the size bins, "
+                                 f"got {sum(by_bin.values())}")
+        return _stats(by_bin, int(m["largest"] or 0), rows)
+
+    return obs, cols, read
 
 
 def set_shuffle_partitions(spark: SparkSession, rows: int) -> None:
@@ -244,6 +277,7 @@ class Encoding:
     def __init__(self, spark: SparkSession, cfg: JobConfig, blob: CheckpointBlob, source: Source, levels: int):
         self.spark, self.cfg, self.source = spark, cfg, source
         self.dim = int(blob.model["input_dim"])
+        self.codebook_size = int(blob.model["codebook_size"])
         self.schema = T.StructType([T.StructField("item_id", source.id_type)] + [
             T.StructField(n, {"string": T.StringType(), "int64": T.LongType(), "int32": T.IntegerType()}[str(t_)])
             for n, t_ in output_fields(levels)])
@@ -392,21 +426,29 @@ def _publish(spark, cfg, res, enc: Encoding, n_input, name, rejects_name, levels
         all_codes = kept.select(*sids)
         res.rows_new = good
 
-    step("bucket statistics")
-    res.buckets = bucket_stats(all_codes, levels, rows_before + res.rows_new)
     cap = cfg.output.max_bucket_size
-    if cap and res.buckets["largest_bucket"] > cap:
-        raise InputError(f"bucket size: expected at most {cap} items per code tuple (output.max_bucket_size), "
-                         f"got {res.buckets['largest_bucket']}")
+    observed = res.mode == "full" and not cap  # statistics while writing; else before it
+    if not observed:
+        step("bucket statistics")
+        res.buckets = bucket_stats(all_codes, levels, enc.codebook_size, rows_before + res.rows_new)
+        if cap and res.buckets["largest_bucket"] > cap:
+            raise InputError(f"bucket size: expected at most {cap} items per code tuple (output.max_bucket_size), "
+                             f"got {res.buckets['largest_bucket']}")
 
     step(f"writing {res.rows_new} rows to {name} (model_version={res.model_version}, {res.mode})")
     t = time.perf_counter()
     files = cfg.output.files_per_version or output_files(res.rows_new, spark.sparkContext.defaultParallelism)
-    out = tb.with_suffix(kept, levels, files, base).select(
+    out = tb.with_suffix(kept, levels, enc.codebook_size, files, base, bucket_size=observed)
+    if observed:
+        obs, metrics, read_stats = observed_bucket_stats(res.rows_new)
+        out = out.observe(obs, *metrics)
+    out = out.select(
         "item_id", *sids, "sid_suffix", tb.semantic_id(levels).alias("semantic_id"), "embedding_hash",
         F.lit(res.run_id).alias("run_id"), F.lit(res.model_version).alias("model_version"))
     if res.rows_new:
         out.write.insertInto(name, overwrite=(res.mode == "full"))
+    if observed:
+        res.buckets = read_stats() if res.rows_new else _stats({}, 0, 0)
     res.timings["write_table"] = round(time.perf_counter() - t, 3)
 
     step("reconciling counts")

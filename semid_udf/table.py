@@ -98,18 +98,54 @@ def classify_duplicates(r: DataFrame) -> DataFrame:
     return r.select(*rest, reason.alias("reason"), detail.alias("detail"))
 
 
-def with_suffix(kept: DataFrame, levels: int, files: int, base: DataFrame | None = None) -> DataFrame:
+def bucket_shifts(levels: int, codebook_size: int) -> list[int] | None:
+    """Left shift of each level's code in the packed bucket key (level 0 highest), or
+    ``None`` when ``levels`` codes of ``codebook_size`` values do not fit in 63 bits."""
+    bits = max(1, (codebook_size - 1).bit_length())
+    if levels * bits > 63:
+        return None
+    return [bits * (levels - 1 - i) for i in range(levels)]
+
+
+def bucket_key(levels: int, codebook_size: int) -> Column | None:
+    """One bigint per code tuple: the codes packed big-end first (codes are in
+    ``[0, codebook_size)``, checked by the adapter), so the key orders exactly as the tuple.
+    Spark sorts and groups one long much faster than several ints: its sort compares a
+    64-bit prefix of the first key and only falls back to comparing whole rows on ties.
+    ``None`` when the tuple does not fit in 63 bits."""
+    shifts = bucket_shifts(levels, codebook_size)
+    if shifts is None:
+        return None
+    key = F.lit(0).cast("long")
+    for c, shift in zip(sid_cols(levels), shifts):
+        key = key.bitwiseOR(F.shiftleft(F.col(c).cast("long"), shift))
+    return key
+
+
+def with_suffix(kept: DataFrame, levels: int, codebook_size: int, files: int, base: DataFrame | None = None,
+                bucket_size: bool = False) -> DataFrame:
     """Add ``sid_suffix``: 0, 1, 2, ... per code tuple in ``item_id`` order (after ``base``'s
     per-tuple next suffix in append mode), range-partitioned by the codes so each output
-    file holds a sorted, disjoint range of codes."""
+    file holds a sorted, disjoint range of codes. With ``bucket_size``, also ``_bucket_size``:
+    the rows of ``kept`` with the row's code tuple (computed by the same window operator)."""
     sids = sid_cols(levels)
     if base is not None:  # append: continue after the bucket's existing suffixes
         kept = kept.join(base, on=sids, how="left")
-    ranged = kept.repartitionByRange(files, *sids)
-    rn = F.row_number().over(Window.partitionBy(*sids).orderBy("item_id")) - 1
+    key = bucket_key(levels, codebook_size)
+    keys = sids if key is None else ["_bucket"]
+    if key is not None:
+        kept = kept.withColumn("_bucket", key)
+    ranged = kept.repartitionByRange(files, *keys)
+    window = Window.partitionBy(*keys).orderBy("item_id")
+    rn = F.row_number().over(window) - 1
+    if bucket_size:  # same partitioning and order: no second sort
+        whole = window.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
+        ranged = ranged.withColumn("_bucket_size", F.count(F.lit(1)).over(whole))
     if base is None:
-        return ranged.withColumn("sid_suffix", rn.cast("int"))
-    return ranged.withColumn("sid_suffix", (F.coalesce(F.col("_next"), F.lit(0)) + rn).cast("int")).drop("_next")
+        out = ranged.withColumn("sid_suffix", rn.cast("int"))
+    else:
+        out = ranged.withColumn("sid_suffix", (F.coalesce(F.col("_next"), F.lit(0)) + rn).cast("int")).drop("_next")
+    return out.drop("_bucket")
 
 
 def semantic_id(levels: int) -> Column:

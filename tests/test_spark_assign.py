@@ -5,10 +5,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from semid_udf.assign import run_assign
+from semid_udf.assign import bucket_stats, run_assign
 from semid_udf.config import EncodeConfig, PluginConfig
 from semid_udf.encode import CodeEncoder
 from semid_udf.errors import InputError
+from semid_udf.table import bucket_shifts, with_suffix
 
 from .conftest import clustered
 from .spark_helpers import config, table_rows, write_input
@@ -56,6 +57,44 @@ def test_ids_unique_codes_equal_pure_encode_and_suffixes_ordered(spark, tiny_blo
     for _, g in df.groupby(["sid_0", "sid_1", "sid_2"]):
         assert g.sort_values("item_id").sid_suffix.tolist() == list(range(len(g)))
     assert df.sid_suffix.max() > 0  # the fixture collides, so the suffix was exercised
+
+
+def test_bucket_statistics_describe_the_table(spark, tiny_blob, published):
+    """Observed while writing (full mode) = computed from the table = the job that append mode runs."""
+    res, _ = published
+    df = table_rows(spark, "contract.sids", res.model_version)
+    sizes = df.groupby(["sid_0", "sid_1", "sid_2"]).size()
+    hist: dict[str, int] = {}
+    for size in sorted(sizes):
+        upto = 1 << max(0, int(size - 1).bit_length())
+        hist[f"<={upto}"] = hist.get(f"<={upto}", 0) + 1
+    expected = {"buckets": len(sizes), "largest_bucket": int(sizes.max()),
+                "unique_rate_before_suffix": round(len(sizes) / N, 6), "bucket_size_histogram": hist}
+    assert res.buckets == expected and expected["largest_bucket"] > 1
+    codes = spark.table("contract.sids").where(f"model_version = '{res.model_version}'")
+    assert bucket_stats(codes, 3, int(tiny_blob.model["codebook_size"]), N) == expected
+
+
+def test_bucket_cap_refuses_to_publish(spark, tiny_blob, data, published):
+    res, wh = published
+    with pytest.raises(InputError, match=r"bucket size: expected at most 1 items per code tuple .* got [1-9][0-9]*$"):
+        run_assign(spark, config(output={"max_bucket_size": 1}), tiny_blob, table="contract.capped",
+                   input_path=str(data[2]), warehouse=str(wh))
+    assert spark.table("contract.capped").count() == 0
+
+
+def test_suffix_is_the_same_when_codes_are_too_wide_to_pack(spark, published):
+    """with_suffix groups by the packed key, or by the code columns when they need > 63 bits."""
+    res, _ = published
+    kept = spark.table("contract.sids").where(f"model_version = '{res.model_version}'").select(
+        "item_id", "sid_0", "sid_1", "sid_2")
+    assert bucket_shifts(3, 2**22) is None and bucket_shifts(3, 256) is not None
+    wide = with_suffix(kept, 3, 2**22, 2).toPandas().sort_values("item_id").reset_index(drop=True)
+    packed = with_suffix(kept, 3, 256, 2).toPandas().sort_values("item_id").reset_index(drop=True)
+    assert list(wide.columns) == list(packed.columns) == ["item_id", "sid_0", "sid_1", "sid_2", "sid_suffix"]
+    pd.testing.assert_frame_equal(wide, packed)
+    stored = table_rows(spark, "contract.sids", res.model_version)
+    assert wide.sid_suffix.tolist() == stored.sid_suffix.tolist()
 
 
 def test_manifest_complete_and_counts_reconcile(spark, published):
