@@ -270,6 +270,19 @@ def read_source(spark: SparkSession, cfg: JobConfig, input_path: str | None, inp
     return Source(frame.schema["item_id"].dataType, frame=frame, raw=raw)
 
 
+def count_rows(coded: DataFrame) -> tuple[dict[str | None, int], int]:
+    """Rows per reason (``None``: valid) and the number of ids with more than one valid row."""
+    good = F.col("reason").isNull()
+    per_key = coded.groupBy("reason", F.when(good, F.col("item_id")).alias("_id")).agg(F.count(F.lit(1)).alias("n"))
+    rows = per_key.groupBy("reason").agg(F.sum("n").alias("rows"),
+                                         F.count_if(F.col("reason").isNull() & (F.col("n") > 1)).alias("repeated"))
+    counts, repeated = {}, 0
+    for r in rows.collect():
+        counts[r["reason"]] = int(r["rows"])
+        repeated += int(r["repeated"])
+    return counts, repeated
+
+
 class Encoding:
     """The encode step: every input row becomes codes or a reject reason (once), with the
     duplicate ids classified; the result is persisted for the writes that follow."""
@@ -301,13 +314,13 @@ class Encoding:
         return frame.mapInArrow(self.fn, self.schema)
 
     def _classify_and_count(self, coded: DataFrame, res: RunResult) -> None:
-        """Persist the coded rows and count them by reason. Duplicate ids are classified with
-        a window over ids (a sort of every row) only when a cheaper aggregate finds any."""
+        """Persist the coded rows, count them by reason and count the ids that occur more than
+        once, in the job that encodes (one aggregate keyed by reason and, for valid rows, the
+        id). Duplicate ids are then classified with a window over ids (a sort of every row)
+        only if there are any."""
         t = time.perf_counter()
         self.c = coded.persist(StorageLevel.MEMORY_AND_DISK)
-        self.counts = {r["reason"]: int(r["count"]) for r in self.c.groupBy("reason").count().collect()}
-        repeated = (self.c.where(F.col("reason").isNull()).groupBy("item_id").agg(F.count(F.lit(1)).alias("n"))
-                    .where(F.col("n") > 1).count())
+        self.counts, repeated = count_rows(self.c)
         if repeated:
             log.info("%d item ids occur more than once: classifying their copies", repeated)
             plain = self.c
