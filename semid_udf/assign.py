@@ -28,7 +28,7 @@ from .checkpoint import CheckpointBlob
 from .config import JobConfig, to_dict
 from .errors import ConfigError, InputError, ReconcileError
 from .session import check_safe_settings
-from .reader import UNIT_SCHEMA, InputPlan, is_local, plan_input
+from .reader import InputPlan, is_local, plan_input
 from .udf import make_map_fn, make_reader_fn, output_fields
 
 log = logging.getLogger(__name__)
@@ -297,17 +297,17 @@ class Encoding:
         self.bc = spark.sparkContext.broadcast(blob)
         self.c: DataFrame | None = None
         self.counts: dict[str | None, int] = {}
-        if source.plan:
-            self.fn = make_reader_fn(self.bc, source.plan, cfg.encode, cfg.plugin, cfg.output.arrow_batch)
-        else:
+        if not source.plan:
             self.fn = make_map_fn(self.bc, cfg.encode, cfg.plugin, "item_id", "embedding")
 
     def shard(self, k: int, shards: int) -> DataFrame:
         """Codes of shard ``k`` of ``shards`` (all rows when ``shards`` is 1)."""
         if self.source.plan:
-            units = [u.to_row() for u in self.source.plan.units if u.index % shards == k]
-            rdd = self.spark.sparkContext.parallelize(units, max(1, len(units)))  # one task per unit
-            return self.spark.createDataFrame(rdd, UNIT_SCHEMA).mapInArrow(self.fn, self.schema)
+            # One task per unit: task i gets the number i and reads units[i] (no Python rows to convert).
+            plan, cfg = self.source.plan, self.cfg
+            units = [u for u in plan.units if u.index % shards == k]
+            fn = make_reader_fn(self.bc, plan, units, cfg.encode, cfg.plugin, cfg.output.arrow_batch)
+            return self.spark.range(0, len(units), 1, max(1, len(units))).mapInArrow(fn, self.schema)
         frame = self.source.frame
         if shards > 1:
             frame = frame.where(F.pmod(F.xxhash64(F.col("item_id")), F.lit(shards)) == k)

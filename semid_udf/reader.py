@@ -57,16 +57,7 @@ class Unit:
     def rows(self) -> int:
         return sum(p.rows for p in self.parts)
 
-    def to_row(self) -> tuple:
-        return (self.index, [(p.path, list(p.row_groups), p.rows, p.file_size) for p in self.parts])
 
-    @staticmethod
-    def from_row(row: dict) -> "Unit":
-        return Unit(row["unit"], tuple(Part(p["path"], tuple(p["row_groups"]), p["rows"], p["file_size"])
-                                       for p in row["parts"]))
-
-
-UNIT_SCHEMA = "unit int, parts array<struct<path: string, row_groups: array<int>, rows: bigint, file_size: bigint>>"
 OPEN_COST = 4 << 20  # bytes a file counts for at least, as Spark's spark.sql.files.openCostInBytes
 
 

@@ -33,6 +33,8 @@ DEFAULTS = {
     # HashMap per column batch): the largest JVM cost of the encode step in bench/ profiles,
     # to save a few bytes per row.
     "spark.sql.inMemoryColumnarStorage.compressed": "false",
+    # Workers forked with torch already imported (see semid_udf/daemon.py).
+    "spark.python.daemon.module": "semid_udf.daemon",
 }
 # Run directly, the JVM starts here and does a job's worth of work once: its C2 compiler
 # spent more CPU seconds than the executor threads (bench/RESULTS.md), on two cores shared

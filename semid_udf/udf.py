@@ -14,7 +14,7 @@ model version.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -164,16 +164,17 @@ def make_map_fn(bc: Any, encode_cfg: EncodeConfig, plugin: PluginConfig, id_col:
     return run
 
 
-def make_reader_fn(bc: Any, plan: InputPlan, encode_cfg: EncodeConfig, plugin: PluginConfig, batch_size: int
-                   ) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
-    """The function given to ``mapInArrow`` over rows of ``reader.UNIT_SCHEMA``: each task reads
-    its own row groups with pyarrow (see :mod:`semid_udf.reader`) and encodes them."""
+def make_reader_fn(bc: Any, plan: InputPlan, units: Sequence[Unit], encode_cfg: EncodeConfig, plugin: PluginConfig,
+                   batch_size: int) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """The function given to ``mapInArrow`` over ``spark.range(len(units))``: each task gets
+    the positions of its units in ``units`` (shipped with the function), reads their row
+    groups with pyarrow (see :mod:`semid_udf.reader`) and encodes them."""
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         enc = None
         for batch in batches:
-            for u in batch.to_pylist():
-                for rows in read_unit(plan, Unit.from_row(u), batch_size):
+            for position in batch.column(0).to_pylist():
+                for rows in read_unit(plan, units[position], batch_size):
                     if enc is None:
                         enc = get_encoder(bc.value, encode_cfg, plugin)
                     yield encode_batch(enc, rows, ID_COL, EMB_COL)
