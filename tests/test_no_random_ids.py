@@ -8,7 +8,7 @@ import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "semid_udf"
 # Everything between the input and the published table (quality.py samples for its report only).
-INFERENCE = ["adapter", "assign", "checkpoint", "encode", "model", "reader", "staging", "table", "udf", "session"]
+INFERENCE = ["adapter", "assign", "checkpoint", "daemon", "encode", "model", "reader", "staging", "table", "udf", "session"]
 RANDOM = {"rand", "randn", "randint", "randperm", "rand_like", "random", "random_", "multinomial", "bernoulli",
           "normal", "normal_", "uniform", "uniform_", "shuffle", "permutation", "choice", "default_rng", "seed",
           "manual_seed", "Generator"}
