@@ -103,25 +103,38 @@ def bucket_stats(codes: DataFrame, levels: int, codebook_size: int, rows: int) -
     return _stats(by_bin, max(by_size, default=0), rows)
 
 
+def bins_from_suffix_counts(rows_with_suffix: dict[int, int], top: int) -> dict[int, int]:
+    """Buckets per size bin (``_size_bin``) from the number of rows with suffix 0, 1, 2, 4, ...,
+    ``2**top``: the buckets with more than ``m`` items are the rows with suffix ``m``."""
+    marks = [0] + [1 << k for k in range(top + 1)]
+    by_bin = {k: rows_with_suffix[marks[k]] - rows_with_suffix[marks[k + 1]] for k in range(top + 1)}
+    if any(n < 0 for n in by_bin.values()):  # suffixes of a bucket run 0, 1, 2, ... with no gaps
+        raise ReconcileError(f"bucket statistics: expected suffixes without gaps in every bucket, got more rows "
+                             f"with a higher suffix than with a lower one (rows per suffix {rows_with_suffix})")
+    return by_bin
+
+
 def observed_bucket_stats(rows: int) -> tuple[Observation, list[Any], Callable[[], dict[str, Any]]]:
-    """The same statistics, observed while the table is written (``sid_suffix`` and
-    ``_bucket_size`` of every written row; full mode, where the written rows are all the
-    version's rows): no job of their own. Returns the observation, its aggregate columns
-    and a function that reads the statistics once the write has run."""
-    first = F.col("sid_suffix") == 0
-    size = F.col("_bucket_size")
-    bins = range(0, _size_bin(max(rows, 1)) + 1)
-    cols = [F.count_if(first).alias("buckets"), F.max(size).alias("largest")]
-    cols += [F.count_if(first & (size > (1 << k) // 2) & (size <= 1 << k)).alias(f"bin_{k}") for k in bins]
+    """The same statistics, observed while the table is written (full mode, where the written
+    rows are all the version's rows): no job of their own, and no bucket sizes to compute.
+    Suffixes run 0, 1, ..., size - 1 in every bucket, so the buckets with more than ``m``
+    items are the rows with suffix ``m`` (``bins_from_suffix_counts``). Returns the
+    observation, its aggregate columns and a function that reads the statistics once the
+    write has run."""
+    suffix = F.col("sid_suffix")
+    top = _size_bin(max(rows, 1))
+    marks = [0] + [1 << k for k in range(top + 1)]
+    cols = [F.count(F.lit(1)).alias("rows"), F.max(suffix).alias("largest_suffix")]
+    cols += [F.count_if(suffix == mark).alias(f"suffix_{mark}") for mark in marks]
     obs = Observation(f"semid_buckets_{uuid.uuid4().hex[:12]}")
 
     def read() -> dict[str, Any]:
         m = obs.get
-        by_bin = {k: int(m[f"bin_{k}"]) for k in bins}
-        if sum(by_bin.values()) != int(m["buckets"]):
-            raise ReconcileError(f"bucket statistics: expected {m['buckets']} buckets across the size bins, "
-                                 f"got {sum(by_bin.values())}")
-        return _stats(by_bin, int(m["largest"] or 0), rows)
+        if int(m["rows"]) != rows:
+            raise ReconcileError(f"bucket statistics: expected {rows} written rows observed, got {m['rows']}")
+        at = {mark: int(m[f"suffix_{mark}"]) for mark in marks}
+        largest = int(m["largest_suffix"]) + 1 if m["largest_suffix"] is not None else 0
+        return _stats(bins_from_suffix_counts(at, top), largest, rows)
 
     return obs, cols, read
 
@@ -451,7 +464,7 @@ def _publish(spark, cfg, res, enc: Encoding, n_input, name, rejects_name, levels
     step(f"writing {res.rows_new} rows to {name} (model_version={res.model_version}, {res.mode})")
     t = time.perf_counter()
     files = cfg.output.files_per_version or output_files(res.rows_new, spark.sparkContext.defaultParallelism)
-    out = tb.with_suffix(kept, levels, enc.codebook_size, files, base, bucket_size=observed)
+    out = tb.with_suffix(kept, levels, enc.codebook_size, files, base)
     if observed:
         obs, metrics, read_stats = observed_bucket_stats(res.rows_new)
         out = out.observe(obs, *metrics)

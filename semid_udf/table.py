@@ -122,12 +122,11 @@ def bucket_key(levels: int, codebook_size: int) -> Column | None:
     return key
 
 
-def with_suffix(kept: DataFrame, levels: int, codebook_size: int, files: int, base: DataFrame | None = None,
-                bucket_size: bool = False) -> DataFrame:
+def with_suffix(kept: DataFrame, levels: int, codebook_size: int, files: int, base: DataFrame | None = None
+                ) -> DataFrame:
     """Add ``sid_suffix``: 0, 1, 2, ... per code tuple in ``item_id`` order (after ``base``'s
     per-tuple next suffix in append mode), range-partitioned by the codes so each output
-    file holds a sorted, disjoint range of codes. With ``bucket_size``, also ``_bucket_size``:
-    the rows of ``kept`` with the row's code tuple (computed by the same window operator)."""
+    file holds a sorted, disjoint range of codes."""
     sids = sid_cols(levels)
     if base is not None:  # append: continue after the bucket's existing suffixes
         kept = kept.join(base, on=sids, how="left")
@@ -138,9 +137,6 @@ def with_suffix(kept: DataFrame, levels: int, codebook_size: int, files: int, ba
     ranged = kept.repartitionByRange(files, *keys)
     window = Window.partitionBy(*keys).orderBy("item_id")
     rn = F.row_number().over(window) - 1
-    if bucket_size:  # same partitioning and order: no second sort
-        whole = window.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
-        ranged = ranged.withColumn("_bucket_size", F.count(F.lit(1)).over(whole))
     if base is None:
         out = ranged.withColumn("sid_suffix", rn.cast("int"))
     else:

@@ -6,7 +6,8 @@ import itertools
 import numpy as np
 import pytest
 
-from semid_udf.assign import _size_bin
+from semid_udf.assign import _size_bin, bins_from_suffix_counts
+from semid_udf.errors import ReconcileError
 from semid_udf.table import bucket_shifts
 
 
@@ -43,3 +44,24 @@ def test_tuples_wider_than_63_bits_are_not_packed(levels, k):
 
 def test_size_bins_are_powers_of_two():
     assert [_size_bin(s) for s in (1, 2, 3, 4, 5, 8, 9, 1024, 1025)] == [0, 1, 2, 2, 3, 3, 4, 10, 11]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_size_bins_from_suffix_counts_match_the_bucket_sizes(seed):
+    """The statistics observed while writing (rows with suffix 0, 1, 2, 4, ...) give the same
+    histogram as counting every bucket's size."""
+    rng = np.random.default_rng(seed)
+    sizes = rng.geometric(rng.uniform(0.05, 0.9), size=rng.integers(1, 500))
+    suffixes = np.concatenate([np.arange(s) for s in sizes])
+    top = _size_bin(len(suffixes))
+    at = {m: int((suffixes == m).sum()) for m in [0] + [1 << k for k in range(top + 1)]}
+    expected: dict[int, int] = {}
+    for s in sizes:
+        expected[_size_bin(int(s))] = expected.get(_size_bin(int(s)), 0) + 1
+    got = {k: n for k, n in bins_from_suffix_counts(at, top).items() if n}
+    assert got == expected
+
+
+def test_suffix_counts_with_a_gap_are_refused():
+    with pytest.raises(ReconcileError, match="without gaps"):
+        bins_from_suffix_counts({0: 3, 1: 5, 2: 0, 4: 0}, 2)  # more rows with suffix 1 than buckets
