@@ -34,7 +34,7 @@ from .udf import make_map_fn, make_reader_fn, output_fields
 log = logging.getLogger(__name__)
 
 ROWS_PER_FILE = 1_000_000
-MIN_ROWS_PER_FILE = 250_000
+MIN_ROWS_PER_FILE = 100_000
 
 
 @dataclass

@@ -120,7 +120,7 @@ class OutputConfig:
 
     mode: str = "full"  # full: replace this model version's partition; append: only new items
     arrow_batch: int = 8192  # spark.sql.execution.arrow.maxRecordsPerBatch (a multiple of micro_batch wastes nothing)
-    files_per_version: int = 0  # output files per model version; 0 = one per 1M rows, at least one per core (>= 250k rows each)
+    files_per_version: int = 0  # output files per model version; 0 = one per 1M rows, at least one per core (>= 100k rows each)
     max_reject_rate: float = 0.05  # fail the run when more rows than this fraction are rejected
     max_bucket_size: int = 0  # items per code tuple; 0 = unlimited (reported in the manifest)
     shards: int = 1  # >1: encode in this many item-id hash shards, each committed to staging, so a rerun resumes
