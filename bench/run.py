@@ -244,6 +244,41 @@ def job(data: Path, ck: Path, wh: Path, table: str, master: str | None, device: 
             "items_s_wall": last["rows_out"] / wall, "timings": details["timings"], "peak_rss": sampler.peak}
 
 
+def spark_stages(events_dir: Path) -> list[dict]:
+    """Spark's own account of a run (its event log): each job with its description, and each
+    stage with its tasks, start and end (seconds after the application started), the summed
+    task run time and the summed executor CPU time (JVM threads and what they wait on)."""
+    logs = sorted(events_dir.glob("eventlog_v2_*/events_*"))
+    if len(logs) != 1:
+        raise RuntimeError(f"{events_dir}: expected the event log of one application, got {logs}")
+    t0, jobs, stages = None, {}, {}
+    with open(logs[0]) as f:
+        for line in f:
+            e = json.loads(line)
+            kind = e["Event"]
+            if kind == "SparkListenerApplicationStart":
+                t0 = e["Timestamp"]
+            elif kind == "SparkListenerJobStart":
+                desc = (e.get("Properties") or {}).get("spark.job.description") or ""
+                jobs[e["Job ID"]] = {"job": e["Job ID"], "description": desc.split(": ", 1)[-1],
+                                     "stage_ids": e["Stage IDs"]}
+            elif kind == "SparkListenerStageCompleted":
+                si = e["Stage Info"]
+                acc = {a["Name"]: a.get("Value") for a in si.get("Accumulables", [])}
+                stages[si["Stage ID"]] = {
+                    "stage": si["Stage ID"], "tasks": si["Number of Tasks"],
+                    "start_s": round((si["Submission Time"] - t0) / 1000, 1),
+                    "end_s": round((si["Completion Time"] - t0) / 1000, 1),
+                    "task_run_s": round(int(acc.get("internal.metrics.executorRunTime", 0)) / 1000, 1),
+                    "task_cpu_s": round(int(acc.get("internal.metrics.executorCpuTime", 0)) / 1e9, 1)}
+    out = []
+    for j in sorted(jobs.values(), key=lambda j: j["job"]):
+        for sid in j.pop("stage_ids"):
+            if sid in stages:  # stages skipped (their shuffle output reused) never complete
+                out.append({**j, **stages[sid]})
+    return out
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=1_000_000)
@@ -255,6 +290,8 @@ def main() -> int:
     p.add_argument("--tag", default=None)
     p.add_argument("--job-set", action="append", default=[], metavar="KEY=VALUE",
                    help="an extra --set for the job runs (repeatable), e.g. input.reader=spark")
+    p.add_argument("--stages", action="store_true",
+                   help="record Spark's event log of the timed job and put its jobs and stages in the JSON")
     p.add_argument("--data-dir", default=str(ROOT / "bench" / "data"))
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
@@ -288,7 +325,15 @@ def main() -> int:
         res["warmup"] = job(warm, ck, out / "wh", "bench.warmup", args.master, args.device, extra)
     if "job" not in skip:
         log.info("3/4 semid-assign")
-        res["job"] = job(data, ck, out / "wh", "bench.ids", args.master, args.device, extra)
+        events = out / "events"
+        traced = []
+        if args.stages:
+            events.mkdir()
+            traced = ["--set", "spark.spark.eventLog.enabled=true", "--set", f"spark.spark.eventLog.dir={events.as_uri()}",
+                      "--set", "spark.spark.eventLog.compress=false"]
+        res["job"] = job(data, ck, out / "wh", "bench.ids", args.master, args.device, extra + traced)
+        if args.stages:
+            res["job"]["stages"] = spark_stages(events)
     if "noop" not in skip:
         log.info("4/4 semid-assign with a no-op model")
         res["noop"] = job(data, ck, out / "wh", "bench.noop", args.master, args.device,
