@@ -7,44 +7,29 @@ OUT = Path(__file__).resolve().parent / "out"
 
 
 READING = """\
-What changed since the first round (job 13,712 items/s at 1M x 768, 0.27 of the ceiling): each Spark task
-now reads its own Parquet row groups with pyarrow (`input.reader=auto`), so the JVM never converts the
-`array<float>` rows; encoding starts in the background while the metastore work runs; cheaper duplicate
-check, no empty rejects write, one output file per core. The model now encodes by beam search of width 2
-(issue 3): `python bench/encode_speed.py` (one thread) gives 57,704 items/s at beam 2 against 72,425
-for the first round's greedy code (the script run in a checkout of 176dec3; 86,898 for greedy now),
-about 20% slower; the ceiling and the job use the same model, so their ratio is like for like.
+Figures of 2026-11-27 (`bash bench/all.sh`, one pass, on a machine whose speed drifted by tens of percent
+between minutes: the same 1M x 768 job took 13,888 items/s in the main run and 21,943 in the repeat two minutes
+later; the main run's ceiling and origin loop were 10-17% slower than in a pass an hour earlier).
 
-- **Targets missed**: at N = 1M, D = 768 the job is at 0.36-0.46 of the ceiling (three runs on two cores:
-  17,773 main, 20,807 repeat, 22,609 local[2]; the target is 0.6), and local[2] / local[1] is 1.26
-  (target 1.7).
-- **Why: a fixed cost per run, not the per-item work.** A straight line through the N = 250k and 2M runs
-  gives about 19 s of fixed cost plus 26 us per item: a marginal rate of about 39k items/s, 0.78 of the
-  single-process ceiling (about 50k). The fixed cost is the JVM: of the job's CPU seconds, the JVM
-  takes about 40 s whatever N is (46 CPU s at 250k, 62-81 at 1M, 78 at 2M), and its biggest consumers
-  are the JIT compilers (C2 + C1 about 38 CPU s in the main run, table below), the Hive metastore client's
-  start with its embedded Derby database (`python bench/metastore.py` on an idle machine: 7.0-7.4 s for
-  the first call, 2.7-3.8 s more for the tables and views; 18-21 s in the job because it shares two
-  cores with the encoding tasks and the JIT) and the first run of every Spark operator. The
-  no-op-model job shows it: with no model work at all it still takes 35 s, 20 s of them waiting for
-  the metastore. On two cores that cost is half of a 1M-row run; it amortises with N (2M: 28,432 items/s).
-- **Cores**: local[1] keeps 1.5 cores busy (one Python task, plus the JVM's JIT and metastore work on the
-  other core), so local[2] can only add the encoding half of a core: 1.26x.
-- **What would move it further**: a warm JVM (a long-lived cluster, where the JIT and the metastore
-  client are paid once for many runs), a remote metastore instead of embedded Derby, or JVM start-up
-  options (class-data sharing; a C1-only JIT, `bench/run.py --skip ceiling,baseline,noop --job-set
-  spark.spark.driver.extraJavaOptions=-XX:TieredStopAtLevel=1`, took the JVM from 72.5 to 60.7 CPU s in
-  one pair of tries with job times 47.9 s vs 47.2 s, within run-to-run noise, so it is not a default).
-- **Memory does not grow with N**: peak Python worker RSS 693 / 699-720 / 739 MB at 250k / 1M / 2M; driver
-  JVM 1.0 / 1.4-1.6 / 1.8 GB (heap sized to a quarter of RAM when run directly). At D = 4096 a worker holds
-  one row group (50k x 4096 floats = 800 MB) at a time: 2.0 GB.
-- Fixed costs dominate small runs, so items/s grows with N (and the D = 4096 row is N = 100k). Repeated
-  1M runs on two cores varied by up to 27% (17,773 to 22,609 items/s).
-- GPU figures below are from the first round (greedy encoding); no GPU machine was lent to this round.
-- These runs were made before the pyarrow reader packed small files into shared tasks (commits 82578fc,
-  722b848). The D = 768 and D = 4096 inputs plan the same tasks either way (their row groups exceed
-  128 MB); the D = 64 input (ten 26 MB files) now runs 3 tasks instead of 10, so its row is of the
-  earlier planning.
+- **Targets missed**: job/ceiling 0.37 in the main run (0.52 in the earlier pass: job 21,999 vs ceiling
+  42,259; the target is 0.6); local[2] / local[1] 1.43 (target 1.7). Met: D = 64 and D = 4096 (N = 250k)
+  measured; the 2M direct run did not fail for memory (driver JVM 1.6 GB, Python worker 0.64 GB, as at 1M).
+- **Where the time goes** (stage table below, from Spark's event log, `bench/run.py --stages`): the encode
+  stage (Python read + model) overlaps the metastore work (creating the tables, the `running` manifest row:
+  15-20 s of the driver's py4j thread on an embedded Derby metastore); after it, the row counts by reason
+  (two small shuffles) and the write: range sample, shuffle, then one stage that sorts, numbers suffixes
+  and writes Parquet at about 16-17 executor CPU s per 1M rows. The JVM uses 52-67 CPU s per 1M-row run
+  against 38-46 for the Python workers, whose work is about the ceiling's own; on 2 cores the JVM's share
+  is what keeps the job below the ceiling, and its fixed part (metastore, JIT, class loading) is why
+  items/s grows with N (250k: 7,120; 1M: 13,888-21,943; 2M: 21,177).
+- **What would move it**: more cores or a warm, long-lived cluster with a remote metastore (the fixed JVM
+  cost is paid once); class-data sharing (`--job-set spark.spark.driver.extraJavaOptions=...
+  -XX:SharedArchiveFile=...`, tags cds_A/cds_C at 250k: JVM 39.2 -> 29.3 CPU s, wall 43.3 -> 36.5 s, job
+  time only 30.3 -> 28.8 s, with a 230 MB archive per Spark/Java install: not a default); a cheaper
+  write stage (Parquet writer, sort and suffix window are Spark's own operators).
+- Runs should be repeated alternately (ceiling, job, ceiling, job) and medians reported; not done in
+  this pass.
+- GPU figures below are from the first round; no GPU machine was lent to this task.
 
 """
 
@@ -68,9 +53,12 @@ def main() -> None:
     w("## Reading these figures (2026-11-26, 2 cores, 24 GiB, no GPU)\n\n")
     w(READING)
     w("## Job vs ceiling vs origin-style baseline\n\n")
+    w("Where a run measured the ceiling and the job more than once (`--repeat`, alternately), the row shows the\n"
+      "median run of each and the ratio of the medians; every run's items/s are listed after the table.\n\n")
     w("| run | N | D | ceiling (read+encode) | read only | encode only | origin-style | job | job wall | no-op job | job/ceiling | job/origin |\n")
     w("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
-    for tag in ("main_n1m_d768", "repeat_n1m_d768", "n1m_d64", "n100k_d4096"):
+    repeats = []
+    for tag in ("main_n1m_d768", "repeat_n1m_d768", "n1m_d64", "n250k_d4096"):
         r = load(tag)
         if not r:
             continue
@@ -79,6 +67,11 @@ def main() -> None:
           f"{f(c.get('encode_items_s'))} | {f(o.get('items_s'))} (on {f(o.get('items'))}) | {f(j.get('items_s'))} | "
           f"{f(j.get('items_s_wall'))} | {f(n.get('items_s'))} | {f(r.get('job_over_ceiling'), '{:.2f}')} | "
           f"{f(r.get('job_over_origin'), '{:.1f}')} |\n")
+        for key in ("ceiling", "job"):
+            if len(r.get(f"{key}_items_s_runs", [])) > 1:
+                repeats.append(f"- {tag}, {key}: " + ", ".join(f"{v:,}" for v in r[f"{key}_items_s_runs"]) + " items/s\n")
+    if repeats:
+        w("\n" + "".join(repeats))
     w("\n## Cost linear in N (D = 768)\n\n| N | job items/s | job s | peak driver JVM RSS MB | peak Python worker RSS MB |\n|---|---|---|---|---|\n")
     for tag in ("scale_n250k_d768", "main_n1m_d768", "scale_n2m_d768"):
         r = load(tag)
@@ -103,6 +96,10 @@ def main() -> None:
         noop = r.get("noop", {}).get("timings", {})
         for k, v in r["job"]["timings"].items():
             w(f"| {k} | {v} | {noop.get(k, '-')} |\n")
+        stages(w, r["job"], "main run, N = 1M")
+        small = load("scale_n250k_d768")
+        if small and "job" in small:
+            stages(w, small["job"], "N = 250k")
         w("\n## Where the CPU goes (main run, CPU seconds of each process, sampled from /proc)\n\n")
         for label, run in (("job", r["job"]), ("no-op model job", r.get("noop"))):
             if run and "cpu_s_by_process" in run:
@@ -115,6 +112,17 @@ def main() -> None:
             for k, v in list(threads.items())[:10]:
                 w(f"| {k} | {v} |\n")
     gpu(w)
+
+
+def stages(w, run: dict, label: str) -> None:
+    """The Spark jobs of one run, from its event log (bench/run.py --stages)."""
+    if not run.get("stages"):
+        return
+    w(f"\n### Spark's jobs and stages ({label}; seconds after the Spark application started)\n\n")
+    w("| job: step | stage | tasks | start | end | task time (s) | executor CPU (s) |\n|---|---|---|---|---|---|---|\n")
+    for s in run["stages"]:
+        w(f"| {s['job']}: {s['description'][:60]} | {s['stage']} | {s['tasks']} | {s['start_s']} | {s['end_s']} | "
+          f"{s['task_run_s']} | {s['task_cpu_s']} |\n")
 
 
 def gpu(w) -> None:
