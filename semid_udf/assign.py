@@ -103,10 +103,15 @@ def bucket_stats(codes: DataFrame, levels: int, codebook_size: int, rows: int) -
     return _stats(by_bin, max(by_size, default=0), rows)
 
 
+def suffix_marks(top: int) -> list[int]:
+    """The suffixes whose row counts give the size bins up to ``top``: 0, 1, 2, 4, ..., 2**top."""
+    return [0] + [1 << k for k in range(top + 1)]
+
+
 def bins_from_suffix_counts(rows_with_suffix: dict[int, int], top: int) -> dict[int, int]:
     """Buckets per size bin (``_size_bin``) from the number of rows with suffix 0, 1, 2, 4, ...,
     ``2**top``: the buckets with more than ``m`` items are the rows with suffix ``m``."""
-    marks = [0] + [1 << k for k in range(top + 1)]
+    marks = suffix_marks(top)
     by_bin = {k: rows_with_suffix[marks[k]] - rows_with_suffix[marks[k + 1]] for k in range(top + 1)}
     if any(n < 0 for n in by_bin.values()):  # suffixes of a bucket run 0, 1, 2, ... with no gaps
         raise ReconcileError(f"bucket statistics: expected suffixes without gaps in every bucket, got more rows "
@@ -123,7 +128,7 @@ def observed_bucket_stats(rows: int) -> tuple[Observation, list[Any], Callable[[
     write has run."""
     suffix = F.col("sid_suffix")
     top = _size_bin(max(rows, 1))
-    marks = [0] + [1 << k for k in range(top + 1)]
+    marks = suffix_marks(top)
     cols = [F.count(F.lit(1)).alias("rows"), F.max(suffix).alias("largest_suffix")]
     cols += [F.count_if(suffix == mark).alias(f"suffix_{mark}") for mark in marks]
     obs = Observation(f"semid_buckets_{uuid.uuid4().hex[:12]}")
