@@ -196,8 +196,12 @@ def run_assign(spark: SparkSession, cfg: JobConfig, blob: CheckpointBlob, *, tab
     background = None
     if cfg.output.shards == 1:
         # Encoding needs no table: start it now, so that the metastore work below (seconds
-        # with an embedded metastore) runs while the workers encode.
+        # with an embedded metastore) runs while the workers encode. Its first job must be
+        # running before the metastore work starts: planning it waits for the catalog while
+        # that work holds it (bench, 1M rows: its first task ran 1.6 s later when that work went first).
+        step("starting the encode")
         background = enc.start(res)
+        background.wait_started()
     try:
         with other_pool(sc, "semid_metastore"):  # with FAIR scheduling, not queued behind the encode tasks
             step("creating the tables if absent")
@@ -338,7 +342,11 @@ class Encoding:
         only if there are any."""
         t = time.perf_counter()
         self.c = coded.persist(StorageLevel.MEMORY_AND_DISK)
-        self.counts, repeated = count_rows(self.c)
+        # With adaptive execution, Spark fills a cache in a job of its own and only then runs
+        # the aggregate's first stage over it, a second pass over every row; without, the
+        # encode tasks fill the cache and feed the aggregate in one stage (bench, 1M rows: 2.4 s less).
+        with session_conf(self.spark, "spark.sql.adaptive.enabled", "false"):
+            self.counts, repeated = count_rows(self.c)
         if repeated:
             log.info("%d item ids occur more than once: classifying their copies", repeated)
             plain = self.c
@@ -375,7 +383,7 @@ class Background:
     """One Spark action in another thread, in its own job group; ``wait`` re-raises its error."""
 
     def __init__(self, sc: Any, description: str, fn: Callable[[], None]):
-        self.sc, self.group = sc, f"semid-{uuid.uuid4().hex[:12]}"
+        self.sc, self.group, self.description = sc, f"semid-{uuid.uuid4().hex[:12]}", description
         self.error: BaseException | None = None
         self.done = False
 
@@ -391,6 +399,14 @@ class Background:
         self.thread = InheritableThread(target=target, daemon=True)
         self.thread.start()
 
+    def wait_started(self, poll_s: float = 0.05) -> None:
+        """Return once the action has a Spark job (or has ended, for instance with an error)."""
+        tracker = self.sc.statusTracker()
+        t = time.perf_counter()
+        while not self.done and not tracker.getJobIdsForGroup(self.group):
+            time.sleep(poll_s)
+        log.info("%s: first job submitted after %.1f s", self.description, time.perf_counter() - t)
+
     def wait(self) -> None:
         self.thread.join()
         if self.error is not None:
@@ -401,6 +417,20 @@ class Background:
         if not self.done:
             self.sc.cancelJobGroup(self.group)
         self.thread.join()
+
+
+@contextlib.contextmanager
+def session_conf(spark: SparkSession, key: str, value: str) -> Iterator[None]:
+    """``key`` is ``value`` for the queries planned meanwhile; then the session's own value again."""
+    old = spark.conf.get(key, None)
+    spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        if old is None:
+            spark.conf.unset(key)
+        else:
+            spark.conf.set(key, old)
 
 
 @contextlib.contextmanager

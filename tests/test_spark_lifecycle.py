@@ -8,7 +8,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from semid_udf.assign import run_assign
+from semid_udf.assign import Background, run_assign, session_conf
 from semid_udf.checkpoint import read_checkpoint, save_checkpoint
 from semid_udf.config import ModelConfig, TrainConfig
 from semid_udf.errors import UnsafeSettingError
@@ -160,3 +160,34 @@ def test_unsafe_settings_are_refused(spark, tiny_blob, tmp_path):
     finally:
         hconf.set("mapreduce.fileoutputcommitter.algorithm.version", "1")
     assert not spark.catalog.tableExists("unsafe.t")
+
+
+def test_background_action_is_running_before_the_metastore_work_starts(spark):
+    """run_assign starts the metastore work once the encode's first job exists (wait_started);
+    an action that fails before it has a job must not leave that wait hanging."""
+    sc = spark.sparkContext
+    bg = Background(sc, "a job", lambda: spark.range(0, 1000, 1, 2).selectExpr("sum(id)").collect())
+    bg.wait_started()
+    assert sc.statusTracker().getJobIdsForGroup(bg.group)
+    bg.wait()
+
+    def fails() -> None:
+        raise ValueError("no job for this one")
+
+    bg = Background(sc, "no job", fails)
+    bg.wait_started()
+    assert not sc.statusTracker().getJobIdsForGroup(bg.group)
+    with pytest.raises(ValueError, match="no job for this one"):
+        bg.wait()
+
+
+def test_session_conf_is_restored(spark):
+    key = "spark.sql.adaptive.enabled"
+    before = spark.conf.get(key)
+    with session_conf(spark, key, "false"):
+        assert spark.conf.get(key) == "false"
+    assert spark.conf.get(key) == before
+    with pytest.raises(RuntimeError):
+        with session_conf(spark, "spark.semid.test.unset", "x"):
+            raise RuntimeError("body failed")
+    assert spark.conf.get("spark.semid.test.unset", None) is None
