@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator
 
 import pyarrow as pa
 from pyspark import InheritableThread, StorageLevel
-from pyspark.sql import DataFrame, Observation, SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -119,29 +119,24 @@ def bins_from_suffix_counts(rows_with_suffix: dict[int, int], top: int) -> dict[
     return by_bin
 
 
-def observed_bucket_stats(rows: int) -> tuple[Observation, list[Any], Callable[[], dict[str, Any]]]:
-    """The same statistics, observed while the table is written (full mode, where the written
-    rows are all the version's rows): no job of their own, and no bucket sizes to compute.
-    Suffixes run 0, 1, ..., size - 1 in every bucket, so the buckets with more than ``m``
-    items are the rows with suffix ``m`` (``bins_from_suffix_counts``). Returns the
-    observation, its aggregate columns and a function that reads the statistics once the
-    write has run."""
+def suffix_stats(rows: int) -> tuple[list[Any], Callable[[dict[str, Any]], dict[str, Any]]]:
+    """The same statistics from the written version's suffixes (full mode, where the written
+    rows are all the version's rows), in the aggregate that counts them for the
+    reconciliation: no job of their own, and no bucket sizes to compute. Suffixes run 0, 1,
+    ..., size - 1 in every bucket, so the buckets with more than ``m`` items are the rows with
+    suffix ``m`` (``bins_from_suffix_counts``). Returns the aggregate columns and a function
+    of the aggregate's row that gives the statistics."""
     suffix = F.col("sid_suffix")
     top = _size_bin(max(rows, 1))
     marks = suffix_marks(top)
-    cols = [F.count(F.lit(1)).alias("rows"), F.max(suffix).alias("largest_suffix")]
-    cols += [F.count_if(suffix == mark).alias(f"suffix_{mark}") for mark in marks]
-    obs = Observation(f"semid_buckets_{uuid.uuid4().hex[:12]}")
+    cols = [F.max(suffix).alias("largest_suffix")] + [F.count_if(suffix == mark).alias(f"suffix_{mark}") for mark in marks]
 
-    def read() -> dict[str, Any]:
-        m = obs.get
-        if int(m["rows"]) != rows:
-            raise ReconcileError(f"bucket statistics: expected {rows} written rows observed, got {m['rows']}")
+    def read(m: dict[str, Any]) -> dict[str, Any]:
         at = {mark: int(m[f"suffix_{mark}"]) for mark in marks}
         largest = int(m["largest_suffix"]) + 1 if m["largest_suffix"] is not None else 0
         return _stats(bins_from_suffix_counts(at, top), largest, rows)
 
-    return obs, cols, read
+    return cols, read
 
 
 def set_shuffle_partitions(spark: SparkSession, rows: int) -> None:
@@ -488,8 +483,8 @@ def _publish(spark, cfg, res, enc: Encoding, n_input, name, rejects_name, levels
         res.rows_new = good
 
     cap = cfg.output.max_bucket_size
-    observed = res.mode == "full" and not cap  # statistics while writing; else before it
-    if not observed:
+    from_suffixes = res.mode == "full" and not cap  # statistics from the written suffixes; else before the write
+    if not from_suffixes:
         step("bucket statistics")
         res.buckets = bucket_stats(all_codes, levels, enc.codebook_size, rows_before + res.rows_new)
         if cap and res.buckets["largest_bucket"] > cap:
@@ -500,20 +495,18 @@ def _publish(spark, cfg, res, enc: Encoding, n_input, name, rejects_name, levels
     t = time.perf_counter()
     files = cfg.output.files_per_version or output_files(res.rows_new, spark.sparkContext.defaultParallelism)
     out = tb.with_suffix(kept, levels, enc.codebook_size, files, base)
-    if observed:
-        obs, metrics, read_stats = observed_bucket_stats(res.rows_new)
-        out = out.observe(obs, *metrics)
     out = out.select(
         "item_id", *sids, "sid_suffix", tb.semantic_id(levels).alias("semantic_id"), "embedding_hash",
         F.lit(res.run_id).alias("run_id"), F.lit(res.model_version).alias("model_version"))
     if res.rows_new:
         out.write.insertInto(name, overwrite=(res.mode == "full"))
-    if observed:
-        res.buckets = read_stats() if res.rows_new else _stats({}, 0, 0)
     res.timings["write_table"] = round(time.perf_counter() - t, 3)
 
     step("reconciling counts")
-    in_table = spark.table(name).where(F.col("model_version") == res.model_version).count()
+    published = spark.table(name).where(F.col("model_version") == res.model_version)
+    stat_cols, read_stats = suffix_stats(res.rows_new) if from_suffixes else ([], None)
+    agg = published.agg(F.count(F.lit(1)).alias("rows"), *stat_cols).first().asDict()
+    in_table = int(agg["rows"])
     in_rejects = (spark.table(rejects_name)
                   .where((F.col("model_version") == res.model_version) & (F.col("run_id") == res.run_id)).count())
     expected_table = rows_before + res.rows_new
@@ -522,6 +515,8 @@ def _publish(spark, cfg, res, enc: Encoding, n_input, name, rejects_name, levels
         raise ReconcileError(
             f"counts: expected rows_in {res.rows_in} == rows_out + rows_rejected with {expected_table} rows in "
             f"{name} and {res.rows_rejected} rejects; got {in_table} rows and {in_rejects} rejects")
+    if read_stats is not None:
+        res.buckets = read_stats(agg)
 
 
 def _check_reject_rate(c: DataFrame, cfg: JobConfig, res: RunResult, dim: int, good: int) -> None:
