@@ -58,7 +58,7 @@ def main() -> None:
     w("| run | N | D | ceiling (read+encode) | read only | encode only | origin-style | job | job wall | no-op job | job/ceiling | job/origin |\n")
     w("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
     repeats = []
-    for tag in ("main_n1m_d768", "repeat_n1m_d768", "n1m_d64", "n250k_d4096"):
+    for tag in ("main_n1m_d768", "n1m_d64", "n250k_d4096"):
         r = load(tag)
         if not r:
             continue
@@ -79,19 +79,21 @@ def main() -> None:
             j = r["job"]
             w(f"| {r['n']:,} | {f(j['items_s'])} | {j['job_s']:.1f} | {f(j['peak_rss']['driver_jvm_mb'])} | "
               f"{f(j['peak_rss']['python_worker_max_mb'])} |\n")
-    w("\n## Cores (N = 1M, D = 768)\n\n| master | job items/s | CPU seconds / wall seconds of the job's processes |\n|---|---|---|\n")
+    w("\n## Cores (N = 1M, D = 768)\n\n| master | job items/s (median run) | every run | CPU seconds / wall seconds of the job's processes (median run) |\n|---|---|---|---|\n")
     one, two = load("cores_local1"), load("cores_local2")
     for r in (one, two):
         if r:
-            w(f"| {r['master']} | {f(r['job']['items_s'])} | {r['job'].get('cores_busy', '-')} |\n")
+            runs = ", ".join(f"{v:,}" for v in r.get("job_items_s_runs", []))
+            w(f"| {r['master']} | {f(r['job']['items_s'])} | {runs or '-'} | {r['job'].get('cores_busy', '-')} |\n")
     if one and two:
         w(f"\nlocal[2] / local[1] = {two['job']['items_s'] / one['job']['items_s']:.2f}\n")
     w("\n## Where the job's time goes (main run, seconds)\n\n")
     r = load("main_n1m_d768")
     if r and "job" in r:
         w("Steps run one after the other, except that encoding starts in the background right after the input is\n"
-          "planned, so 'encode' overlaps 'creating the tables' and 'recording the run as running'; the step\n"
-          "'encoding: validating and assigning codes' is the wait for it after them.\n\n")
+          "planned ('starting the encode' lasts until its first Spark job runs), so 'encode' overlaps 'creating the\n"
+          "tables' and 'recording the run as running'; the step 'encoding: validating and assigning codes' is the\n"
+          "wait for it after them.\n\n")
         w("| step | job s | no-op model job s |\n|---|---|---|\n")
         noop = r.get("noop", {}).get("timings", {})
         for k, v in r["job"]["timings"].items():

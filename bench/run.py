@@ -2,7 +2,7 @@
 
     python bench/run.py [--n 1000000] [--dim 768] [--master local[*]] [--device cpu|cuda]
                         [--baseline-n 200000] [--skip ceiling,baseline,job,noop] [--tag NAME]
-                        [--job-set KEY=VALUE ...]
+                        [--job-set KEY=VALUE ...] [--stages] [--repeat K]
 
 Makes its own deterministic data (bench/data/, git-ignored), a TIGER-size model
 (D -> 512 -> 256 -> 128 -> 32, 4 x 256; trained for one epoch on a 20k sample, which costs
@@ -235,7 +235,7 @@ def job(data: Path, ck: Path, wh: Path, table: str, master: str | None, device: 
     if p.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed: {err[-3000:]}")
     runs = ds.dataset(wh / f"{table.split('.')[0]}.db" / f"{table.split('.')[1]}_manifest", format="parquet").to_table()
-    last = [r for r in runs.to_pylist() if r["status"] == "complete"][-1]
+    last = max((r for r in runs.to_pylist() if r["status"] == "complete"), key=lambda r: r["finished_at"])
     details = json.loads(last["details"])
     total = details["timings"]["total"]
     return {"items": last["rows_out"], "wall_s": round(wall, 3), "cpu_s": round(cpu_s, 1),
@@ -279,6 +279,11 @@ def spark_stages(events_dir: Path) -> list[dict]:
     return out
 
 
+def median_run(runs: list[dict]) -> dict:
+    """The run with the median items/s (the lower middle one of an even number)."""
+    return sorted(runs, key=lambda r: r["items_s"])[(len(runs) - 1) // 2]
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=1_000_000)
@@ -292,6 +297,8 @@ def main() -> int:
                    help="an extra --set for the job runs (repeatable), e.g. input.reader=spark")
     p.add_argument("--stages", action="store_true",
                    help="record Spark's event log of the timed job and put its jobs and stages in the JSON")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="measure the ceiling and the job this many times, alternately, and report the median run of each")
     p.add_argument("--data-dir", default=str(ROOT / "bench" / "data"))
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
@@ -305,9 +312,6 @@ def main() -> int:
     ck = make_checkpoint(Path(args.data_dir) / f"ckpt_{args.dim}", data, args.dim)
     res: dict = {"tag": tag, "n": args.n, "dim": args.dim, "master": args.master or "default (local[*])",
                  "device": args.device, "cpus": os.cpu_count()}
-    if "ceiling" not in skip:
-        log.info("1/4 ceiling")
-        res["ceiling"] = ceiling(data, ck, args.dim, args.device)
     if "baseline" not in skip:
         log.info("2/4 origin-style baseline on %d items", min(args.baseline_n, args.n))
         res["origin"] = origin_baseline(data, ck, args.dim, min(args.baseline_n, args.n), out / "semantic_id_dict.json",
@@ -323,17 +327,29 @@ def main() -> int:
         warm = Path(args.data_dir) / f"emb_2000_{args.dim}"
         make_data(warm, 2000, args.dim)
         res["warmup"] = job(warm, ck, out / "wh", "bench.warmup", args.master, args.device, extra)
-    if "job" not in skip:
-        log.info("3/4 semid-assign")
-        events = out / "events"
-        traced = []
-        if args.stages:
-            events.mkdir()
-            traced = ["--set", "spark.spark.eventLog.enabled=true", "--set", f"spark.spark.eventLog.dir={events.as_uri()}",
-                      "--set", "spark.spark.eventLog.compress=false"]
-        res["job"] = job(data, ck, out / "wh", "bench.ids", args.master, args.device, extra + traced)
-        if args.stages:
-            res["job"]["stages"] = spark_stages(events)
+    # The ceiling and the job alternately, --repeat times: this machine's speed drifts by tens
+    # of percent between minutes, so each is reported as its median run, with every run listed.
+    runs: dict[str, list[dict]] = {"ceiling": [], "job": []}
+    for i in range(args.repeat):
+        if "ceiling" not in skip:
+            log.info("1/4 ceiling (run %d of %d)", i + 1, args.repeat)
+            runs["ceiling"].append(ceiling(data, ck, args.dim, args.device))
+        if "job" not in skip:
+            log.info("3/4 semid-assign (run %d of %d)", i + 1, args.repeat)
+            events = out / f"events_{i}"
+            traced = []
+            if args.stages:
+                events.mkdir()
+                traced = ["--set", "spark.spark.eventLog.enabled=true", "--set",
+                          f"spark.spark.eventLog.dir={events.as_uri()}", "--set", "spark.spark.eventLog.compress=false"]
+            r = job(data, ck, out / "wh", "bench.ids", args.master, args.device, extra + traced)
+            if args.stages:
+                r["stages"] = spark_stages(events)
+            runs["job"].append(r)
+    for key, got in runs.items():
+        if got:
+            res[key] = median_run(got)
+            res[f"{key}_items_s_runs"] = [round(r["items_s"]) for r in got]
     if "noop" not in skip:
         log.info("4/4 semid-assign with a no-op model")
         res["noop"] = job(data, ck, out / "wh", "bench.noop", args.master, args.device,
