@@ -79,14 +79,21 @@ def main() -> None:
             j = r["job"]
             w(f"| {r['n']:,} | {f(j['items_s'])} | {j['job_s']:.1f} | {f(j['peak_rss']['driver_jvm_mb'])} | "
               f"{f(j['peak_rss']['python_worker_max_mb'])} |\n")
-    w("\n## Cores (N = 1M, D = 768)\n\n| master | job items/s (median run) | every run | CPU seconds / wall seconds of the job's processes (median run) |\n|---|---|---|---|\n")
-    one, two = load("cores_local1"), load("cores_local2")
-    for r in (one, two):
+    w("\n## Cores (N = 1M, D = 768)\n\n'CPUs' is what the job's processes may run on: 'all' is both of this machine's\n"
+      "cores (a local[1] job's JVM threads then still use the second core beside its one task), '0' is one core\n"
+      "(`bench/run.py --cpus 0`, taskset: a one-core machine).\n\n"
+      "| master | CPUs | job items/s (median run) | every run | CPU seconds / wall seconds of the job's processes (median run) |\n"
+      "|---|---|---|---|---|\n")
+    one, one_cpu, two = load("cores_local1"), load("cores_local1_cpu0"), load("cores_local2")
+    for r in (one, one_cpu, two):
         if r:
             runs = ", ".join(f"{v:,}" for v in r.get("job_items_s_runs", []))
-            w(f"| {r['master']} | {f(r['job']['items_s'])} | {runs or '-'} | {r['job'].get('cores_busy', '-')} |\n")
-    if one and two:
-        w(f"\nlocal[2] / local[1] = {two['job']['items_s'] / one['job']['items_s']:.2f}\n")
+            w(f"| {r['master']} | {r.get('job_cpus', 'all')} | {f(r['job']['items_s'])} | {runs or '-'} | "
+              f"{r['job'].get('cores_busy', '-')} |\n")
+    w("\n")
+    for label, r in (("local[1] on both cores", one), ("local[1] on one core", one_cpu)):
+        if r and two:
+            w(f"- local[2] / {label} = {two['job']['items_s'] / r['job']['items_s']:.2f}\n")
     w("\n## Where the job's time goes (main run, seconds)\n\n")
     r = load("main_n1m_d768")
     if r and "job" in r:

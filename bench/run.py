@@ -2,7 +2,7 @@
 
     python bench/run.py [--n 1000000] [--dim 768] [--master local[*]] [--device cpu|cuda]
                         [--baseline-n 200000] [--skip ceiling,baseline,job,noop] [--tag NAME]
-                        [--job-set KEY=VALUE ...] [--stages] [--repeat K]
+                        [--job-set KEY=VALUE ...] [--stages] [--repeat K] [--cpus LIST]
 
 Makes its own deterministic data (bench/data/, git-ignored), a TIGER-size model
 (D -> 512 -> 256 -> 128 -> 32, 4 x 256; trained for one epoch on a 20k sample, which costs
@@ -213,11 +213,14 @@ class RssSampler(threading.Thread):
             time.sleep(0.5)
 
 
-def job(data: Path, ck: Path, wh: Path, table: str, master: str | None, device: str, extra: list[str]) -> dict:
+def job(data: Path, ck: Path, wh: Path, table: str, master: str | None, device: str, extra: list[str],
+        cpus: str | None = None) -> dict:
     cmd = [str(Path(sys.executable).parent / "semid-assign"), "--input", str(data), "--checkpoint", str(ck),
            "--table", table, "--warehouse", str(wh), "--set", f"encode.device={device}", *extra]
     if master:
         cmd += ["--set", f"spark.spark.master={master}"]
+    if cpus:  # the job, its JVM and its Python workers may use only these CPUs
+        cmd = ["taskset", "-c", cpus, *cmd]
     env = dict(os.environ, PYSPARK_PYTHON=sys.executable, PYTHONPATH=str(ROOT / "bench"))
     t0 = time.perf_counter()
     p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -297,6 +300,8 @@ def main() -> int:
                    help="an extra --set for the job runs (repeatable), e.g. input.reader=spark")
     p.add_argument("--stages", action="store_true",
                    help="record Spark's event log of the timed job and put its jobs and stages in the JSON")
+    p.add_argument("--cpus", default=None, metavar="LIST",
+                   help="run the jobs on these CPUs only (taskset -c LIST), e.g. 0: a one-core machine")
     p.add_argument("--repeat", type=int, default=1,
                    help="measure the ceiling and the job this many times, alternately, and report the median run of each")
     p.add_argument("--data-dir", default=str(ROOT / "bench" / "data"))
@@ -311,7 +316,7 @@ def main() -> int:
     make_data(data, args.n, args.dim)
     ck = make_checkpoint(Path(args.data_dir) / f"ckpt_{args.dim}", data, args.dim)
     res: dict = {"tag": tag, "n": args.n, "dim": args.dim, "master": args.master or "default (local[*])",
-                 "device": args.device, "cpus": os.cpu_count()}
+                 "device": args.device, "cpus": os.cpu_count(), "job_cpus": args.cpus or "all"}
     if "baseline" not in skip:
         log.info("2/4 origin-style baseline on %d items", min(args.baseline_n, args.n))
         res["origin"] = origin_baseline(data, ck, args.dim, min(args.baseline_n, args.n), out / "semantic_id_dict.json",
@@ -326,7 +331,7 @@ def main() -> int:
         log.info("warm-up: creating the warehouse's metastore with a 2,000-row run")
         warm = Path(args.data_dir) / f"emb_2000_{args.dim}"
         make_data(warm, 2000, args.dim)
-        res["warmup"] = job(warm, ck, out / "wh", "bench.warmup", args.master, args.device, extra)
+        res["warmup"] = job(warm, ck, out / "wh", "bench.warmup", args.master, args.device, extra, args.cpus)
     # The ceiling and the job alternately, --repeat times: this machine's speed drifts by tens
     # of percent between minutes, so each is reported as its median run, with every run listed.
     runs: dict[str, list[dict]] = {"ceiling": [], "job": []}
@@ -342,7 +347,7 @@ def main() -> int:
                 events.mkdir()
                 traced = ["--set", "spark.spark.eventLog.enabled=true", "--set",
                           f"spark.spark.eventLog.dir={events.as_uri()}", "--set", "spark.spark.eventLog.compress=false"]
-            r = job(data, ck, out / "wh", "bench.ids", args.master, args.device, extra + traced)
+            r = job(data, ck, out / "wh", "bench.ids", args.master, args.device, extra + traced, args.cpus)
             if args.stages:
                 r["stages"] = spark_stages(events)
             runs["job"].append(r)
@@ -353,7 +358,7 @@ def main() -> int:
     if "noop" not in skip:
         log.info("4/4 semid-assign with a no-op model")
         res["noop"] = job(data, ck, out / "wh", "bench.noop", args.master, args.device,
-                          extra + ["--set", "plugin.factory=noop_model:build", "--set", "plugin.layout=batch_major"])
+                          extra + ["--set", "plugin.factory=noop_model:build", "--set", "plugin.layout=batch_major"], args.cpus)
     shutil.rmtree(out / "wh", ignore_errors=True)
     if "job" in res and "ceiling" in res:
         res["job_over_ceiling"] = res["job"]["items_s"] / res["ceiling"]["items_s"]
