@@ -7,28 +7,38 @@ OUT = Path(__file__).resolve().parent / "out"
 
 
 READING = """\
-Figures of 2026-11-27 (`bash bench/all.sh`, one pass, on a machine whose speed drifted by tens of percent
-between minutes: the same 1M x 768 job took 13,888 items/s in the main run and 21,943 in the repeat two minutes
-later; the main run's ceiling and origin loop were 10-17% slower than in a pass an hour earlier).
+Figures of 2026-11-27, 04:39-05:05 (`bash bench/all.sh`): the main row measured the ceiling and the job three
+times, alternately, and shows the median of each; the other rows ran twice and show the slower run. The
+machine was faster than in the earlier passes (ceiling 53-57k items/s against 38-42k) and still drifted:
+local[2] at 05:03 ran at 19-21k items/s, the main run's local[*] (also two tasks) at 23-26k 20 minutes before.
 
-- **Targets missed**: job/ceiling 0.37 in the main run (0.52 in the earlier pass: job 21,999 vs ceiling
-  42,259; the target is 0.6); local[2] / local[1] 1.43 (target 1.7). Met: D = 64 and D = 4096 (N = 250k)
-  measured; the 2M direct run did not fail for memory (driver JVM 1.6 GB, Python worker 0.64 GB, as at 1M).
-- **Where the time goes** (stage table below, from Spark's event log, `bench/run.py --stages`): the encode
-  stage (Python read + model) overlaps the metastore work (creating the tables, the `running` manifest row:
-  15-20 s of the driver's py4j thread on an embedded Derby metastore); after it, the row counts by reason
-  (two small shuffles) and the write: range sample, shuffle, then one stage that sorts, numbers suffixes
-  and writes Parquet at about 16-17 executor CPU s per 1M rows. The JVM uses 52-67 CPU s per 1M-row run
-  against 38-46 for the Python workers, whose work is about the ceiling's own; on 2 cores the JVM's share
-  is what keeps the job below the ceiling, and its fixed part (metastore, JIT, class loading) is why
-  items/s grows with N (250k: 7,120; 1M: 13,888-21,943; 2M: 21,177).
-- **What would move it**: more cores or a warm, long-lived cluster with a remote metastore (the fixed JVM
-  cost is paid once); class-data sharing (`--job-set spark.spark.driver.extraJavaOptions=...
-  -XX:SharedArchiveFile=...`, tags cds_A/cds_C at 250k: JVM 39.2 -> 29.3 CPU s, wall 43.3 -> 36.5 s, job
-  time only 30.3 -> 28.8 s, with a 230 MB archive per Spark/Java install: not a default); a cheaper
-  write stage (Parquet writer, sort and suffix window are Spark's own operators).
-- Runs should be repeated alternately (ceiling, job, ceiling, job) and medians reported; not done in
-  this pass.
+- **Targets missed**: job/ceiling 0.46 at 1M x 768 (job 23,210-26,117, ceiling 52,998-56,645; target 0.6);
+  local[2] / local[1] 1.17 when local[1] may use both cores (its JVM threads run on the second core beside
+  the one task), 1.76 against local[1] pinned to one core (`--cpus 0`; 1.55 from the faster run of each).
+  **Met**: D = 64 and D = 4096 (N = 250k) measured; job/origin 1.8 at D = 768; the 2M direct run did not
+  fail for memory (driver JVM 1.7 GB, each Python worker 0.66 GB; at 250k 1.6 GB and 0.64 GB).
+- **Where the time goes** (CPU seconds of the main run, sampled from /proc; the ceiling's from tag
+  `ceiling_cpu`, run at 05:06 when it ran at 42-47k items/s): the ceiling reads and encodes 1M rows in
+  39.4 CPU s (two cores for 22 s). The job's Python
+  workers use 34.9 CPU s: the same work. Its JVM uses 45.6 more: executor threads 19.8 (the write stage
+  9.3, the JVM side of the encode 4.6, counting, shuffles), the py4j thread 12.7 (Hive client start,
+  catalog DDL, planning: 40% of its JFR samples were class loading from Spark's 280 jars), the C1 JIT 5.5,
+  GC 3.5. On two cores the job's time is about the sum over two: (34.9 + 45.6 + 3.2) / 2 = 42 s for a 39.6 s
+  job, so job/ceiling is about 39.4 / 84; for 0.6 the JVM would have to fit in about 26 CPU s per 1M rows,
+  less than its fixed part (py4j, JIT, GC: about 22 s) plus its per-row part (about 20 s per 1M rows).
+  At 2M rows the JVM used 68.6 CPU s (23 more for the second million).
+- **Changed this pass** (single 1M runs between 04:04 and 04:19): the encode's first job now
+  starts before the metastore work (it had waited for the catalog), the row counts run in the encode's own
+  stage (adaptive execution had filled the cache in a job of its own, then read every row again), and the
+  bucket statistics are columns of the reconciliation's aggregate (observe() had cost 10% of the write
+  stage's JFR samples): 17,498-18,612 items/s before, 19,600 after the first two.
+- **What would move it**: JVM fixed costs: class-data sharing (tags cds_A/cds_C at 250k: JVM 39.2 -> 29.3
+  CPU s, wall 43.3 -> 36.5 s; a 230 MB archive per Spark/Java install, not a default); a metastore outside
+  the job's JVM. Per-row JVM costs: the write stage (Parquet encoding about 37% of its JFR samples, the
+  suffix window 15%, building the semantic_id strings); C2-compiled code halves that stage's CPU (15.3 ->
+  8.5 s with C2's thresholds raised tenfold) but C2's compiling costs as much (12 CPU s): alternate runs,
+  C1 only 21,329 / 22,358 / 21,739 against 21,399 / 21,362 items/s. Parquet without dictionaries or
+  compression: no change (write stage 17.7 and 15.1 CPU s against 15.3-16.8).
 - GPU figures below are from the first round; no GPU machine was lent to this task.
 
 """
@@ -50,7 +60,7 @@ def main() -> None:
     w("each row is one `bench/run.py` run, its JSON in `bench/out/<tag>.json` (not in git). Items per second;\n")
     w("'job' is `semid-assign` run directly (no spark-submit flags, Spark's default master unless a master\n")
     w("is named), timed from its manifest (Spark session start and JVM launch excluded; 'wall' includes them).\n\n")
-    w("## Reading these figures (2026-11-26, 2 cores, 24 GiB, no GPU)\n\n")
+    w("## Reading these figures (2026-11-27, 2 cores, 24 GiB, no GPU)\n\n")
     w(READING)
     w("## Job vs ceiling vs origin-style baseline\n\n")
     w("Where a run measured the ceiling and the job more than once (`--repeat`, alternately), the row shows the\n"
