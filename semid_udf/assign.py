@@ -196,8 +196,9 @@ def run_assign(spark: SparkSession, cfg: JobConfig, blob: CheckpointBlob, *, tab
         # that work holds it (bench, 1M rows: its first task ran 1.6 s later when that work went first).
         step("starting the encode")
         background = enc.start(res)
-        background.wait_started()
     try:
+        if background is not None:
+            background.wait_started()
         with other_pool(sc, "semid_metastore"):  # with FAIR scheduling, not queued behind the encode tasks
             step("creating the tables if absent")
             tb.ensure_database(spark, db, warehouse)
