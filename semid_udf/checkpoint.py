@@ -31,14 +31,19 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 
 
-def version_of(model_cfg: dict[str, Any], tensors: dict[str, torch.Tensor]) -> str:
-    """First 12 hex digits of a sha256 over the model config and every tensor's bytes."""
+def version_of(model_cfg: dict[str, Any], tensors: dict[str, torch.Tensor],
+               plugin: dict[str, Any] | None = None) -> str:
+    """First 12 hex digits of a sha256 over the model config, every tensor's bytes and, for a
+    user's model, its plugin section (factory, method, layout, output): the same weights run
+    by another factory, method or output are another model."""
     h = hashlib.sha256()
     h.update(json.dumps(model_cfg, sort_keys=True, separators=(",", ":")).encode())
     for name in sorted(tensors):
         t = tensors[name].detach().cpu().contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    if plugin:  # absent for semid's own checkpoints, whose versions stay what they were
+        h.update(b"plugin|" + json.dumps(plugin, sort_keys=True, separators=(",", ":")).encode())
     return h.hexdigest()[:12]
 
 
@@ -83,21 +88,44 @@ def save_checkpoint(
     model_version: str | None = None,
 ) -> str:
     """Write ``config.json`` + ``model.safetensors``; return the model version."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     mcfg = model_cfg if isinstance(model_cfg, dict) else _model_dict(model_cfg)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    derived = version_of(mcfg, tensors)
+    return save_tensors_checkpoint(tensors, mcfg, directory, training=training, model_version=model_version)
+
+
+def save_tensors_checkpoint(
+    tensors: dict[str, torch.Tensor],
+    model_dict: dict[str, Any],
+    directory: str | Path,
+    plugin: dict[str, Any] | None = None,
+    probe: dict[str, Any] | None = None,
+    training: dict[str, Any] | None = None,
+    model_version: str | None = None,
+) -> str:
+    """Write a checkpoint from plain tensors; return the model version.
+
+    ``plugin`` (factory, method, layout, output) makes it a checkpoint of a user's own model,
+    run through that factory; it is part of the derived version. ``probe`` holds the
+    figures of semid-import's stability probe (not part of the version).
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    derived = version_of(model_dict, tensors, plugin)
     weights = st_save(tensors, metadata={"format_version": str(FORMAT_VERSION)})
     config = {
         "format_version": FORMAT_VERSION,
-        "model": mcfg,
+        "model": model_dict,
         "model_version": model_version or derived,
         "model_version_source": "explicit" if model_version else "derived",
         "derived_version": derived,
         "weights_sha256": hashlib.sha256(weights).hexdigest(),
         "training": training or {},
     }
+    if plugin:
+        config["plugin"] = plugin
+    if probe is not None:
+        config["probe"] = probe
     # Weights first, config last: a directory without config.json is not a checkpoint.
     (directory / WEIGHTS_FILE).write_bytes(weights)
     (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True))
@@ -109,23 +137,48 @@ def _model_dict(cfg: ModelConfig) -> dict[str, Any]:
     return {f.name: (list(v) if isinstance(v := getattr(cfg, f.name), tuple) else v) for f in fields(cfg)}
 
 
+def _files(directory: str | Path) -> tuple[Any, str, str]:
+    """(pyarrow file system, path on it, the name to show) of a local path or a URI."""
+    import pyarrow.fs as pafs
+
+    text = str(directory)
+    if "://" in text and not text.startswith("file://"):
+        try:
+            fs, path = pafs.FileSystem.from_uri(text)
+        except Exception as e:  # an unknown scheme or missing credentials: say which
+            raise CheckpointError(f"checkpoint {text}: cannot open this location ({str(e).splitlines()[0]})") from None
+        return fs, path.rstrip("/"), text.rstrip("/")
+    local = Path(text.removeprefix("file://"))
+    return pafs.LocalFileSystem(), str(local.resolve()), str(local)
+
+
 def read_checkpoint(directory: str | Path) -> CheckpointBlob:
-    """Read and verify a checkpoint directory without building a model (driver side)."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        what = "a file" if directory.exists() else "missing"
-        raise CheckpointError(
-            f"checkpoint {directory}: expected a directory with {CONFIG_FILE} and {WEIGHTS_FILE}, got {what}"
-        )
-    cfg_path, w_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
-    for p in (cfg_path, w_path):
-        if not p.is_file():
-            found = sorted(x.name for x in directory.iterdir())
-            raise CheckpointError(f"checkpoint {directory}: {p.name} missing (found: {found})")
+    """Read and verify a checkpoint directory (a local path or any URI pyarrow opens:
+    s3://, gs://, hdfs://, abfs://, file://) without building a model (driver side)."""
+    import pyarrow.fs as pafs
+
+    fs, root, shown = _files(directory)
+    info = fs.get_file_info(root)
+    if info.type != pafs.FileType.Directory:
+        what = "a file" if info.type == pafs.FileType.File else "missing"
+        raise CheckpointError(f"checkpoint {shown}: expected a directory with {CONFIG_FILE} and {WEIGHTS_FILE}, "
+                              f"got {what}")
+    cfg_path, w_path = f"{shown}/{CONFIG_FILE}", f"{shown}/{WEIGHTS_FILE}"
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        if fs.get_file_info(f"{root}/{name}").type != pafs.FileType.File:
+            found = sorted(i.base_name for i in fs.get_file_info(pafs.FileSelector(root)))
+            raise CheckpointError(f"checkpoint {shown}: {name} missing (found: {found})")
+
+    def read(name: str) -> bytes:
+        with fs.open_input_stream(f"{root}/{name}") as f:
+            return f.read()
+
     try:
-        config = json.loads(cfg_path.read_text())
+        config = json.loads(read(CONFIG_FILE).decode())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{cfg_path}: not valid JSON: {e}") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{cfg_path}: expected a JSON object, got {type(config).__name__}")
     for key in ("format_version", "model", "model_version", "weights_sha256"):
         if key not in config:
             raise CheckpointError(f"{cfg_path}: key {key!r} missing")
@@ -133,7 +186,7 @@ def read_checkpoint(directory: str | Path) -> CheckpointBlob:
         raise CheckpointError(
             f"{cfg_path}: format_version expected {FORMAT_VERSION}, got {config['format_version']!r}"
         )
-    weights = w_path.read_bytes()
+    weights = read(WEIGHTS_FILE)
     check_safetensors_bytes(weights, w_path)
     actual = hashlib.sha256(weights).hexdigest()
     if actual != config["weights_sha256"]:
@@ -142,8 +195,12 @@ def read_checkpoint(directory: str | Path) -> CheckpointBlob:
             "weights changed or corrupt"
         )
     blob = CheckpointBlob(config=config, weights=weights)
+    try:
+        tensors = blob.tensors()
+    except Exception as e:  # safetensors' own parse error: name the file, say what it said
+        raise CheckpointError(f"{w_path}: not a valid safetensors file: {' '.join(str(e).split())}") from None
     if config.get("model_version_source", "derived") == "derived":
-        derived = version_of(config["model"], blob.tensors())
+        derived = version_of(config["model"], tensors, config.get("plugin"))
         if derived != config["model_version"]:
             raise CheckpointError(
                 f"{cfg_path}: model_version expected {derived} (derived from weights), got {config['model_version']}"
@@ -176,3 +233,7 @@ def build_model(blob: CheckpointBlob) -> torch.nn.Module:
 def load_checkpoint(directory: str | Path) -> tuple[torch.nn.Module, CheckpointBlob]:
     blob = read_checkpoint(directory)
     return build_model(blob), blob
+
+
+# The public name of a read checkpoint (``semid_udf.read_checkpoint`` returns one).
+Checkpoint = CheckpointBlob

@@ -20,6 +20,7 @@ LAYOUTS = ("auto", "batch_major", "level_major", "per_item", "per_level", "packe
 DEVICES = ("auto", "cpu", "cuda")
 MODES = ("full", "append")
 READERS = ("auto", "arrow", "spark")
+BINARY_DTYPES = ("", "float32", "float16", "float64")
 DISTANCES = ("l2",)
 
 
@@ -78,9 +79,12 @@ class EncodeConfig:
     micro_batch: int = 1024  # fixed model batch; the tail is zero-padded so codes never depend on slicing
     device: str = "auto"  # auto: task GPU -> CUDA_VISIBLE_DEVICES -> CPU; cuda: fail if none
     threads: int = 1  # torch threads per Python worker (oversubscription costs 2-3x)
+    progress_s: float = 10.0  # seconds between progress log lines (rows done, items/s, ETA); a terminal gets one updating line
 
     def validate(self) -> None:
         _positive(self, "micro_batch", "threads")
+        if not self.progress_s > 0:
+            raise ConfigError(f"encode.progress_s: expected > 0, got {self.progress_s}")
         _choice("encode.device", self.device, DEVICES)
 
 
@@ -104,12 +108,17 @@ class InputConfig:
     """Where the item ids and embeddings are in the input table."""
 
     id_col: str = "item_id"  # item id column (bigint, int or string, not null)
-    embedding_col: str = "embedding"  # embedding column (array<float> of model.input_dim)
+    embedding_col: str = "embedding"  # embedding column of model.input_dim values, or a nested field path such as result.values
     cast_double: bool = True  # accept array<double> by an explicit cast to array<float>
     reader: str = "auto"  # auto: arrow for local/mounted paths, spark otherwise; arrow: pyarrow in the tasks; spark: Spark's reader
+    binary_dtype: str = ""  # a binary embedding column holds packed little-endian floats of this type: float32, float16 or float64
+    files_per_trigger: int = 0  # --stream over a folder: new files per micro-batch (0: all new files)
 
     def validate(self) -> None:
         _choice("input.reader", self.reader, READERS)
+        _choice("input.binary_dtype", self.binary_dtype, BINARY_DTYPES)
+        if self.files_per_trigger < 0:
+            raise ConfigError(f"input.files_per_trigger: expected >= 0, got {self.files_per_trigger}")
         if not self.id_col or not self.embedding_col:
             raise ConfigError("input.id_col and input.embedding_col must be non-empty")
 
@@ -124,10 +133,15 @@ class OutputConfig:
     max_reject_rate: float = 0.05  # fail the run when more rows than this fraction are rejected
     max_bucket_size: int = 0  # items per code tuple; 0 = unlimited (reported in the manifest)
     shards: int = 1  # >1: encode in this many item-id hash shards, each committed to staging, so a rerun resumes
+    location: str = ""  # create the tables as external Parquet tables under this URI (Unity Catalog needs one); empty: managed tables
+    lock_wait_s: int = 60  # a run waits this long for another run writing the same table (or warehouse) to finish, then fails
+    metastore_timeout_s: int = 300  # a metastore or file-system step that takes longer fails the run with an error saying which
 
     def validate(self) -> None:
         _choice("output.mode", self.mode, MODES)
-        _positive(self, "arrow_batch", "shards")
+        _positive(self, "arrow_batch", "shards", "metastore_timeout_s")
+        if self.lock_wait_s < 0:
+            raise ConfigError(f"output.lock_wait_s: expected >= 0, got {self.lock_wait_s}")
         if self.files_per_version < 0 or self.max_bucket_size < 0:
             raise ConfigError("output.files_per_version and output.max_bucket_size must be >= 0")
         if not (0.0 <= self.max_reject_rate <= 1.0):
@@ -239,14 +253,27 @@ def merge(cfg: JobConfig, data: Mapping[str, Any]) -> JobConfig:
     return dataclasses.replace(cfg, **updates)
 
 
+def _field_type(section: str, key: str) -> Any:
+    """The annotated type of ``section.key``, or None when there is no such field (the merge
+    then raises the usual error that lists the valid keys)."""
+    cls = _section_names().get(section)
+    if cls is None or not dataclasses.is_dataclass(cls):
+        return None
+    return typing.get_type_hints(cls).get(key)
+
+
 def parse_override(text: str) -> dict[str, Any]:
-    """``"model.levels=3"`` -> ``{"model": {"levels": 3}}``; the value is parsed as YAML."""
+    """``"model.levels=3"`` -> ``{"model": {"levels": 3}}``; the value is parsed as YAML,
+    except for a string key, which takes the text as typed (``plugin.output=1`` is ``"1"``,
+    ``yes``, ``null`` and ``on`` stay those words)."""
     if "=" not in text:
         raise ConfigError(f"--set expects section.key=value, got {text!r}")
     path, raw = text.split("=", 1)
     if "." not in path:
         raise ConfigError(f"--set expects section.key=value, got {text!r}")
     section, key = path.split(".", 1)
+    if _field_type(section, key) is str:
+        return {section: {key: raw}}
     try:
         value = yaml.safe_load(raw) if raw != "" else ""
     except yaml.YAMLError as e:

@@ -8,9 +8,12 @@ No pyspark import here.
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import logging
 import os
+import socket
+import sys
 import warnings
 from typing import Any, Callable, Sequence
 
@@ -20,7 +23,7 @@ import torch
 from .adapter import select_output, to_code_matrix
 from .checkpoint import CheckpointBlob, build_model
 from .config import EncodeConfig, PluginConfig
-from .errors import ConfigError, InputError
+from .errors import CheckpointError, ConfigError, InputError
 
 log = logging.getLogger(__name__)
 
@@ -58,15 +61,60 @@ def resolve_device(preference: str, task_gpus: Sequence[str] | None = None) -> t
     return torch.device("cpu")
 
 
+SHIP_MODULE_HINT = (
+    "every process that runs the model must be able to import it: the driver for semid-import and "
+    "semid-report, the Python workers of every executor for semid-assign. Ship it as an installed package "
+    "(a wheel pip-installed on the nodes, or inside the packed environment given with --archives), "
+    "with spark-submit --py-files FILE.py (or a .zip of the package), or on Spark Connect with "
+    "spark.addArtifacts(FILE.py, pyfile=True) before the run"
+)
+
+
 def load_plugin(factory: str) -> Callable[..., Any]:
     module_name, _, attr = factory.partition(":")
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
-        raise ConfigError(f"plugin.factory: cannot import module {module_name!r}: {e}") from None
+        missing = getattr(e, "name", None)
+        if missing and missing != module_name and not module_name.startswith(f"{missing}."):
+            what = f"module {module_name!r} was found, but importing it failed on module {missing!r}"
+        else:
+            what = f"cannot import module {module_name!r}"
+        raise ConfigError(
+            f"plugin.factory {factory!r}: {what} ({type(e).__name__}: {e}) in {sys.executable} on "
+            f"{socket.gethostname()}; {SHIP_MODULE_HINT}"
+        ) from None
     if not hasattr(module, attr):
         raise ConfigError(f"plugin.factory: module {module_name!r} has no attribute {attr!r}")
     return getattr(module, attr)
+
+
+def effective_plugin(blob: CheckpointBlob, plugin: PluginConfig) -> PluginConfig:
+    """The plugin a checkpoint runs with: the section its config.json records (semid-import
+    writes one) unless the config names a factory; a plugin.* setting that contradicts the
+    recorded section is an error, never silently ignored."""
+    recorded = blob.config.get("plugin")
+    if not recorded:
+        return plugin
+    names = [f.name for f in dataclasses.fields(PluginConfig)]
+    if not isinstance(recorded, dict) or set(recorded) != set(names) or not all(
+            isinstance(v, str) for v in recorded.values()):
+        raise CheckpointError(
+            f"checkpoint {blob.model_version}: config.json plugin section: expected string keys {names}, got {recorded!r}")
+    rec = PluginConfig(**recorded)
+    try:
+        rec.validate()
+    except ConfigError as e:
+        raise CheckpointError(f"checkpoint {blob.model_version}: config.json plugin section: {e}") from None
+    default = PluginConfig()
+    conflicts = [f"plugin.{n}: checkpoint {getattr(rec, n)!r}, config {getattr(plugin, n)!r}" for n in names
+                 if getattr(plugin, n) != getattr(default, n) and getattr(plugin, n) != getattr(rec, n)]
+    if conflicts:
+        raise ConfigError(
+            f"checkpoint {blob.model_version} records its own plugin section and the config contradicts it "
+            f"({'; '.join(conflicts)}); drop those settings to run the checkpoint as imported, or import the "
+            "weights again with semid-import for another factory, method, layout or output")
+    return rec
 
 
 class CodeEncoder:
@@ -74,6 +122,7 @@ class CodeEncoder:
 
     def __init__(self, blob: CheckpointBlob, encode_cfg: EncodeConfig, plugin: PluginConfig,
                  task_gpus: Sequence[str] | None = None):
+        plugin = effective_plugin(blob, plugin)  # a checkpoint made by semid-import names its own
         set_numerics(encode_cfg.threads)
         self.device = resolve_device(encode_cfg.device, task_gpus)
         m = blob.model
@@ -92,15 +141,21 @@ class CodeEncoder:
             model.eval()
         if not callable(getattr(model, method, None)):
             raise ConfigError(f"plugin.method: the model has no callable {method!r}")
-        self.model, self._fn = model, getattr(model, method)
+        # semid's own model also says which rows' latents or distances are not finite;
+        # a user's model is trusted to return codes only for what it could encode.
+        checked = not plugin.factory and callable(getattr(model, "encode_checked", None))
+        self.model, self._fn = model, getattr(model, "encode_checked" if checked else method)
+        self._checked = checked
         self.model_version = blob.model_version
         self._buf = np.zeros((self.micro_batch, self.input_dim), dtype=np.float32)
         log.info("model %s on %s (micro-batch %d, %d torch threads)", self.model_version, self.device,
                  self.micro_batch, torch.get_num_threads())
 
-    def __call__(self, x: np.ndarray, item_ids: Sequence[Any] | None = None, finite_checked: bool = False
-                 ) -> np.ndarray:
-        """Codes of ``x``; ``finite_checked`` skips the NaN/Inf pass when the caller just did it."""
+    def encode(self, x: np.ndarray, item_ids: Sequence[Any] | None = None, finite_checked: bool = False
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """``(codes int32[n, levels], ok bool[n])``: ``ok`` is False for rows whose latent or
+        quantisation error came out NaN/Inf (their codes are meaningless and must not be
+        used). ``finite_checked`` skips the input NaN/Inf pass when the caller just did it."""
         if x.ndim != 2 or x.shape[1] != self.input_dim:
             raise InputError(f"embeddings: expected shape [n, {self.input_dim}], got {list(x.shape)}")
         if x.dtype != np.float32:
@@ -113,6 +168,7 @@ class CodeEncoder:
                 raise InputError(f"embeddings: {who} has NaN/Inf values; validation must reject it before the model")
         n, mb = x.shape[0], self.micro_batch
         out = np.empty((n, self.levels), dtype=np.int32)
+        ok = np.ones(n, dtype=bool)
         with torch.inference_mode():
             for start in range(0, n, mb):
                 chunk = x[start:start + mb]
@@ -122,12 +178,29 @@ class CodeEncoder:
                     self._buf[k:] = 0.0
                     chunk = self._buf
                 t = torch.from_numpy(np.ascontiguousarray(chunk)).to(self.device, non_blocking=True)
-                raw = select_output(self._fn(t), self.output)
+                raw = self._fn(t)
+                if self._checked:
+                    raw, finite = raw
+                    ok[start:start + k] = finite[:k].cpu().numpy()
+                else:
+                    raw = select_output(raw, self.output)
                 ids = None if item_ids is None else _IdWindow(item_ids, start, k)
                 codes = to_code_matrix(raw, batch=mb, levels=self.levels, codebook_size=self.codebook_size,
                                        layout=self.layout, item_ids=ids)
                 out[start:start + k] = codes[:k]
-        return out
+        return out, ok
+
+    def __call__(self, x: np.ndarray, item_ids: Sequence[Any] | None = None, finite_checked: bool = False
+                 ) -> np.ndarray:
+        """Codes of ``x``; raises when a row's latent is not finite (use :meth:`encode` to
+        get such rows flagged instead)."""
+        codes, ok = self.encode(x, item_ids, finite_checked)
+        if not ok.all():
+            row = int(np.argmin(ok))
+            who = f"item {item_ids[row]!r}" if item_ids is not None else f"row {row}"
+            raise InputError(f"embeddings: {who}: the model's latent or distance is NaN/Inf (the input overflows "
+                             f"the model; largest |value| {float(np.abs(x[row]).max()):.3g})")
+        return codes
 
 
 class _IdWindow:

@@ -39,3 +39,15 @@ class UnsafeSettingError(SemidError):
 
 class ReconcileError(SemidError):
     """Counts of a run do not add up: rows_in != rows_out + rows_rejected."""
+
+
+class LockError(SemidError):
+    """Another run writes the same table version (or uses the same local warehouse)."""
+
+
+class MetastoreTimeoutError(SemidError):
+    """A metastore or file-system step did not finish within ``output.metastore_timeout_s``."""
+
+
+class DiskFullError(SemidError):
+    """The file system of the warehouse or the tables' location is (nearly) full."""

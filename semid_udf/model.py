@@ -118,6 +118,17 @@ class RQVAE(nn.Module):
         (beam search of width ``model.beam``; greedy when it is 1)."""
         return self.quantizer.beam_codes(self.encoder(x), self.cfg.beam)
 
+    @torch.no_grad()
+    def encode_checked(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(codes ``long[B, levels]``, ``ok`` bool[B]): ``ok`` is False where the latent or the
+        quantisation error ``||z - zq||^2`` is NaN or infinite. A finite input can still
+        overflow the encoder (values near the float32 maximum); the codes of such a row were
+        chosen among NaN/Inf distances and mean nothing, so they must never be published."""
+        z = self.encoder(x)
+        codes = self.quantizer.beam_codes(z, self.cfg.beam)
+        err = (z - self.quantizer.decode_codes(codes)).square().sum(1)
+        return codes, torch.isfinite(z).all(1) & torch.isfinite(err)
+
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | list[torch.Tensor]]:
         z = self.encoder(x)
         codes, zq, residuals = self.quantizer(z)

@@ -9,7 +9,9 @@ the JVM.
 
 Spark's rules are kept: files and folders whose names start with ``_`` or ``.`` are
 skipped (``_SUCCESS``, ``.crc``), ``item_id`` may be bigint, int or string, the embedding a
-list of float (or of double, cast to float32 like Spark's cast, when ``input.cast_double``).
+list of float, double (cast to float32 like Spark's cast, when ``input.cast_double``) or half
+float, a Spark ML vector, or binary blobs of ``input.binary_dtype``; either may be a field of
+a struct column (``input.embedding_col=result.values``).
 Every file is checked before any task starts, and a task checks that it read exactly the
 rows its plan promised (a file replaced under a running job fails the task, it is never
 half-read).
@@ -72,6 +74,7 @@ class InputPlan:
     id_col: str
     emb_col: str
     cast_double: bool
+    binary_dtype: str = ""
 
 
 def is_local(source: str) -> bool:
@@ -121,13 +124,64 @@ def spark_type_name(t: pa.DataType) -> str:
     return str(t)
 
 
-def check_schema(schema: pa.Schema, path: str, id_col: str, emb_col: str, cast_double: bool) -> pa.DataType:
+def is_vector_struct(t: pa.DataType) -> bool:
+    """Spark ML's ``VectorUDT`` as Arrow and Parquet see it: struct<type, size, indices, values>."""
+    return pa.types.is_struct(t) and {t.field(i).name for i in range(t.num_fields)} >= {"type", "size", "indices",
+                                                                                        "values"}
+
+
+def is_list(t: pa.DataType) -> bool:
+    return pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
+
+
+def is_binary(t: pa.DataType) -> bool:
+    return pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t)
+
+
+BINARY_DTYPES = ("float32", "float16", "float64")
+
+
+def embedding_type_error(t: pa.DataType, column: str, binary_dtype: str, cast_double: bool = True) -> str | None:
+    """Why an embedding column of Arrow type ``t`` cannot be read (None when it can)."""
+    if is_vector_struct(t):
+        return None
+    if is_list(t):
+        v = t.value_type
+        if pa.types.is_float32(v) or pa.types.is_float16(v):
+            return None
+        if pa.types.is_float64(v):
+            return None if cast_double else (f"column {column!r}: expected array<float>, got array<double> "
+                                             "(input.cast_double is false)")
+    elif is_binary(t):
+        if binary_dtype in BINARY_DTYPES:
+            return None
+        return (f"column {column!r}: a binary column holds packed floats of a declared type: expected "
+                f"input.binary_dtype one of {', '.join(BINARY_DTYPES)}, got {binary_dtype or 'none'}")
+    return (f"column {column!r}: expected array<float> (or array<double>, array<half>, a Spark ML dense vector, "
+            f"or binary with input.binary_dtype), got {spark_type_name(t)}")
+
+
+def nested_field(schema: pa.Schema, path: str) -> pa.DataType | None:
+    """The type of column ``path`` (dotted for a field of a struct column), or None."""
+    head, *rest = path.split(".")
+    if head not in schema.names:
+        return None
+    t = schema.field(head).type
+    for part in rest:
+        if not pa.types.is_struct(t) or t.get_field_index(part) < 0:
+            return None
+        t = t.field(part).type
+    return t
+
+
+def check_schema(schema: pa.Schema, path: str, id_col: str, emb_col: str, cast_double: bool,
+                 binary_dtype: str = "") -> pa.DataType:
     """The file's id type (int32, int64 or string), or an error naming file, column, expected, actual."""
     names = schema.names
     for col, what in ((id_col, "the item id"), (emb_col, "the embedding")):
-        if col not in names:
+        if nested_field(schema, col) is None:
             raise InputError(f"column {col!r} ({what}) missing; columns found: {sorted(names)} (file {path})")
-    id_t, emb_t = schema.field(id_col).type, schema.field(emb_col).type
+    id_t, emb_t = nested_field(schema, id_col), nested_field(schema, emb_col)
     if pa.types.is_dictionary(id_t):  # a pandas categorical written to Parquet: Spark reads the values
         id_t = id_t.value_type
     if id_t in (pa.int8(), pa.int16(), pa.int32(), pa.uint8(), pa.uint16()):
@@ -138,13 +192,9 @@ def check_schema(schema: pa.Schema, path: str, id_col: str, emb_col: str, cast_d
         id_norm = pa.string()
     else:
         raise InputError(f"column {id_col!r}: expected bigint, int or string, got {spark_type_name(id_t)} (file {path})")
-    is_list = pa.types.is_list(emb_t) or pa.types.is_large_list(emb_t) or pa.types.is_fixed_size_list(emb_t)
-    if not is_list or not (pa.types.is_float32(emb_t.value_type) or pa.types.is_float64(emb_t.value_type)):
-        raise InputError(f"column {emb_col!r}: expected array<float> (or array<double>), got "
-                         f"{spark_type_name(emb_t)} (file {path})")
-    if pa.types.is_float64(emb_t.value_type) and not cast_double:
-        raise InputError(f"column {emb_col!r}: expected array<float>, got array<double> (input.cast_double is false) "
-                         f"(file {path})")
+    why = embedding_type_error(emb_t, emb_col, binary_dtype, cast_double)
+    if why:
+        raise InputError(f"{why} (file {path})")
     return id_norm
 
 
@@ -157,7 +207,7 @@ def _footer(fs: pafs.FileSystem, info: pafs.FileInfo) -> pq.FileMetaData:
 
 
 def plan_input(source: str, id_col: str, emb_col: str, cast_double: bool, target_bytes: int = 128 << 20,
-               cores: int = 1, threads: int = 16) -> InputPlan:
+               cores: int = 1, threads: int = 16, binary_dtype: str = "") -> InputPlan:
     """Files, row groups and column types of ``source``; units of about ``target_bytes``
     (uncompressed, each file counting at least OPEN_COST) each, never splitting a row group:
     a big file gives several units, small files share one, as Spark packs its file splits.
@@ -169,7 +219,7 @@ def plan_input(source: str, id_col: str, emb_col: str, cast_double: bool, target
         footers = list(pool.map(lambda f: _footer(fs, f), files))
     total = sum(OPEN_COST + sum(m.row_group(i).total_byte_size for i in range(m.num_row_groups)) for m in footers)
     target_bytes = min(target_bytes, max(OPEN_COST, total // max(1, cores)))
-    id_types = set()
+    id_types: dict[pa.DataType, str] = {}  # id type -> the first file that has it
     units: list[Unit] = []
     parts: list[Part] = []  # the unit being filled
     size = 0
@@ -182,7 +232,8 @@ def plan_input(source: str, id_col: str, emb_col: str, cast_double: bool, target
         parts, size = [], 0
 
     for info, meta in zip(files, footers):
-        id_types.add(check_schema(meta.schema.to_arrow_schema(), info.path, id_col, emb_col, cast_double))
+        id_types.setdefault(check_schema(meta.schema.to_arrow_schema(), info.path, id_col, emb_col, cast_double,
+                                         binary_dtype), info.path)
         group: list[int] = []
         group_rows = 0
         size += OPEN_COST
@@ -202,17 +253,21 @@ def plan_input(source: str, id_col: str, emb_col: str, cast_double: bool, target
         rows += meta.num_rows
     close()
     if pa.string() in id_types and len(id_types) > 1:
-        raise InputError(f"column {id_col!r}: expected one type in every file, got string in some files and "
-                         f"integers in others")
+        ints = next(f for t, f in id_types.items() if t != pa.string())
+        raise InputError(f"column {id_col!r}: expected one type in every file, got string (e.g. {id_types[pa.string()]}) "
+                         f"and integers (e.g. {ints})")
     id_type = pa.string() if pa.string() in id_types else pa.int64() if pa.int64() in id_types else pa.int32()
     stamps = tuple((f.path, int(f.size), int(f.mtime_ns or 0)) for f in files)
     log.info("input %s: %d rows in %d files, %d read tasks", source, rows, len(files), len(units))
-    return InputPlan(source, fs, stamps, tuple(units), rows, id_type, id_col, emb_col, cast_double)
+    return InputPlan(source, fs, stamps, tuple(units), rows, id_type, id_col, emb_col, cast_double, binary_dtype)
 
 
-def _as_float_list(emb: pa.Array) -> pa.Array:
-    target = pa.list_(pa.float32())
-    return emb if emb.type == target else pc.cast(emb, target)
+def _column(batch: pa.RecordBatch, path: str) -> pa.Array:
+    head, *rest = path.split(".")
+    col = batch.column(head)
+    for part in rest:
+        col = pc.struct_field(col, part)
+    return col
 
 
 def read_unit(plan: InputPlan, unit: Unit, batch_size: int) -> Iterator[pa.RecordBatch]:
@@ -228,14 +283,16 @@ def _read_part(plan: InputPlan, part: Part, batch_size: int) -> Iterator[pa.Reco
             raise InputError(f"input file {part.path}: expected {part.file_size} bytes (as planned), got {f.size()}: "
                              "it changed while the job ran")
         pf = pq.ParquetFile(f)
-        check_schema(pf.schema_arrow, part.path, plan.id_col, plan.emb_col, plan.cast_double)
+        check_schema(pf.schema_arrow, part.path, plan.id_col, plan.emb_col, plan.cast_double, plan.binary_dtype)
         for b in pf.iter_batches(batch_size=batch_size, row_groups=list(part.row_groups),
                                  columns=[plan.id_col, plan.emb_col], use_threads=False):
             got += b.num_rows
-            ids = b.column(plan.id_col)
+            ids = _column(b, plan.id_col)
             if ids.type != plan.id_type:
                 ids = pc.cast(ids, plan.id_type)
-            yield pa.RecordBatch.from_arrays([ids, _as_float_list(b.column(plan.emb_col))], names=[ID_COL, EMB_COL])
+            # the embedding as stored (list of float/double/half, vector struct, binary): the
+            # encode step reads every one of these types (semid_udf.arrow)
+            yield pa.RecordBatch.from_arrays([ids, _column(b, plan.emb_col)], names=[ID_COL, EMB_COL])
     if got != part.rows:
         raise InputError(f"input file {part.path}: expected {part.rows} rows in row groups {list(part.row_groups)} "
                          f"(as planned), got {got}: it changed while the job ran")

@@ -6,9 +6,9 @@ import itertools
 import numpy as np
 import pytest
 
-from semid_udf.assign import _size_bin, bins_from_suffix_counts
 from semid_udf.errors import ReconcileError
-from semid_udf.table import bucket_shifts
+from semid_udf.ids import bins_from_suffix_counts, bucket_shifts
+from semid_udf.ids import size_bin as _size_bin
 
 
 def pack(codes: np.ndarray, shifts: list[int]) -> np.ndarray:

@@ -67,3 +67,20 @@ def test_reference_covers_every_key():
     assert "model.codebook_size" in keys and "encode.micro_batch" in keys and "output.mode" in keys
     assert len(keys) == len(reference_rows())
     assert isinstance(JobConfig().validate(), JobConfig)
+
+
+@pytest.mark.parametrize("typed", ["1", "yes", "null", "on", "", "sem_ids", "-1", "[0]", "1.5"])
+def test_a_string_key_takes_the_text_as_typed(typed):
+    """``--set plugin.output=1`` selects element "1"; YAML would have made it int 1 (refused),
+    ``yes``/``on`` True and ``null`` None."""
+    assert parse_override(f"plugin.output={typed}") == {"plugin": {"output": typed}}
+    assert load_config(None, [f"plugin.output={typed}"]).plugin.output == typed
+
+
+def test_non_string_keys_still_parse_as_yaml():
+    cfg = load_config(None, ["model.levels=3", "input.cast_double=no", "model.hidden_dims=[64, 32]",
+                             "train.lr=0.01", "output.max_reject_rate=1"])
+    assert cfg.model.levels == 3 and cfg.input.cast_double is False and cfg.model.hidden_dims == (64, 32)
+    assert cfg.train.lr == 0.01 and cfg.output.max_reject_rate == 1.0
+    with pytest.raises(ConfigError, match="unknown key plugin.outptu; valid keys: factory, method, layout, output"):
+        load_config(None, ["plugin.outptu=1"])

@@ -17,15 +17,20 @@ def write(path, ids, emb_type=pa.list_(pa.float32()), id_type=pa.int64(), dim=4,
     return x
 
 
-def read_all(plan, batch=7):
+def read_all(plan, batch=7, dim=None):
+    """Every row the plan's units give, the vectors as the encode step reads them (float32)."""
+    from semid_udf.arrow import RowChecks, embedding_rows
+
     ids, vecs = [], []
     for unit in plan.units:
         for b in read_unit(plan, unit, batch):
             assert b.schema.names == ["item_id", "embedding"]
-            assert b.column(1).type == pa.list_(pa.float32())
             ids += b.column(0).to_pylist()
-            vecs += b.column(1).to_pylist()
-    return ids, np.array(vecs, dtype=np.float32)
+            checks = RowChecks(b.num_rows)
+            rows, mat = embedding_rows(b.column(1), dim or len(b.column(1)[0]), checks, plan.binary_dtype)
+            assert len(rows) == b.num_rows, checks.reasons
+            vecs.append(mat)
+    return ids, np.concatenate(vecs)
 
 
 def test_plan_splits_by_row_groups_and_reads_every_row_once(tmp_path):
@@ -69,18 +74,24 @@ def test_a_small_input_still_gives_every_core_a_task(tmp_path):
 
 @pytest.mark.parametrize("emb_type", [pa.list_(pa.float64()), pa.large_list(pa.float32()),
                                       pa.list_(pa.float32(), 4)])
-def test_other_list_types_read_as_float32_lists(tmp_path, emb_type):
+def test_other_list_types_give_their_float32_values(tmp_path, emb_type):
     x = write(tmp_path / "a.parquet", [1, 2, 3], emb_type=emb_type)
     ids, vecs = read_all(plan_input(str(tmp_path / "a.parquet"), "item_id", "embedding", True))
     assert ids == [1, 2, 3]
     np.testing.assert_array_equal(vecs, x)  # float64 -> float32 rounds like Spark's cast
 
 
-def test_double_overflow_becomes_inf_like_spark(tmp_path):
+def test_double_overflow_becomes_inf_like_spark_and_is_rejected(tmp_path):
+    from semid_udf.arrow import RowChecks, embedding_rows
+
     pq.write_table(pa.table({"item_id": [1], "embedding": pa.array([[1e300, 0.5]], pa.list_(pa.float64()))}),
                    tmp_path / "a.parquet")
-    _, vecs = read_all(plan_input(str(tmp_path), "item_id", "embedding", True))
-    assert np.isinf(vecs[0, 0]) and vecs[0, 1] == 0.5  # then rejected as non_finite, never clipped
+    plan = plan_input(str(tmp_path), "item_id", "embedding", True)
+    (b,) = read_unit(plan, plan.units[0], 10)
+    checks = RowChecks(1)
+    rows, _ = embedding_rows(b.column(1), 2, checks)
+    assert len(rows) == 0 and checks.reasons == ["non_finite"]  # cast to Inf as Spark casts, never clipped
+    assert checks.details == ["1 NaN/Inf value(s) of 2, first at index 0"]
 
 
 def test_id_types_are_widened_or_refused(tmp_path):
@@ -89,7 +100,8 @@ def test_id_types_are_widened_or_refused(tmp_path):
     plan = plan_input(str(tmp_path), "item_id", "embedding", True)
     assert plan.id_type == pa.int64() and read_all(plan)[0] == [1, 2, 3, 4]
     write(tmp_path / "c.parquet", ["x"], id_type=pa.string())
-    with pytest.raises(InputError, match="expected one type in every file, got string in some files and integers"):
+    with pytest.raises(InputError, match=r"expected one type in every file, got string \(e.g. .*c.parquet\) and "
+                                         r"integers \(e.g. .*a.parquet\)"):
         plan_input(str(tmp_path), "item_id", "embedding", True)
 
 
@@ -111,8 +123,11 @@ def test_id_types_spark_reads_as_int_bigint_or_string(tmp_path, ids, expected_ty
     (pa.table({"item_id": [1.5], "embedding": [[1.0]]}), "column 'item_id': expected bigint, int or string, got double"),
     (pa.table({"item_id": pa.array([1], pa.uint64()), "embedding": [[1.0]]}),
      "column 'item_id': expected bigint, int or string, got uint64"),
-    (pa.table({"item_id": [1], "embedding": [["a"]]}), r"expected array<float> \(or array<double>\), got array<string>"),
-    (pa.table({"item_id": [1], "embedding": [1.0]}), r"expected array<float> \(or array<double>\), got double"),
+    (pa.table({"item_id": [1], "embedding": [["a"]]}), r"expected array<float> \(or array<double>, .*\), got "
+                                                       r"array<string> \(file .*a.parquet\)"),
+    (pa.table({"item_id": [1], "embedding": [1.0]}), r"expected array<float> \(or array<double>, .*\), got double"),
+    (pa.table({"item_id": [1], "embedding": [b"\0\0\0\0"]}), r"input.binary_dtype one of float32, float16, float64, "
+                                                             r"got none \(file .*a.parquet\)"),
 ])
 def test_bad_schemas_name_file_column_expected_actual(tmp_path, table, message):
     pq.write_table(table, tmp_path / "a.parquet")

@@ -1,0 +1,202 @@
+"""From embeddings to published IDs, as Spark DataFrame steps (no tables, no writes):
+encode -> count -> classify duplicates -> collision suffix.
+
+Everything after the encode moves ids, hashes and codes only, never vectors. Shared by
+:func:`semid_udf.semantic_ids` and the ``semid-assign`` job, which is that function plus a
+publish step.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from . import arrow
+from . import schema as sc
+from .checkpoint import Checkpoint
+from .config import JobConfig
+from .errors import ReconcileError
+from .inputs import Source
+
+ROWS_PER_FILE = 1_000_000
+MIN_ROWS_PER_FILE = 100_000
+
+
+def coded(spark: SparkSession, source: Source, ckpt: Checkpoint, cfg: JobConfig, levels: int,
+          shard: tuple[int, int] = (0, 1)) -> DataFrame:
+    """Every input row (of shard ``k`` of ``n``) with codes or a reject reason: the
+    :func:`semid_udf.schema.coded` columns."""
+    out = sc.coded(levels, source.id_type).spark()
+    k, n = shard
+    if source.plan is not None:
+        # One task per unit: task i gets the number i and reads units[i] (no Python rows to convert).
+        units = [u for u in source.plan.units if u.index % n == k]
+        fn = arrow.reader_fn(ckpt, source.plan, units, cfg.encode, cfg.plugin, cfg.output.arrow_batch)
+        return spark.range(0, len(units), 1, max(1, len(units))).mapInArrow(fn, out)
+    frame = source.frame
+    if n > 1:
+        frame = frame.where(F.pmod(F.xxhash64(F.col("item_id")), F.lit(n)) == k)
+    return frame.mapInArrow(arrow.map_fn(ckpt, cfg.encode, cfg.plugin, cfg.input.binary_dtype), out)
+
+
+def count_rows(rows: DataFrame) -> tuple[dict[str | None, int], int]:
+    """Rows per reason (``None``: valid) and the number of ids with more than one valid row,
+    in one aggregate keyed by reason and, for valid rows, the id."""
+    good = F.col("reason").isNull()
+    per_key = rows.groupBy("reason", F.when(good, F.col("item_id")).alias("_id")).agg(F.count(F.lit(1)).alias("n"))
+    agg = per_key.groupBy("reason").agg(F.sum("n").alias("rows"),
+                                        F.count_if(F.col("reason").isNull() & (F.col("n") > 1)).alias("repeated"))
+    counts, repeated = {}, 0
+    for r in agg.collect():
+        counts[r["reason"]] = int(r["rows"])
+        repeated += int(r["repeated"])
+    return counts, repeated
+
+
+def classify_duplicates(r: DataFrame) -> DataFrame:
+    """Final ``reason``/``detail`` per row: identical copies of an id are kept once (the others
+    rejected as ``duplicate_identical``); copies whose embeddings differ are all rejected as
+    ``duplicate_conflict``. Shuffles ids, hashes and codes only, never vectors."""
+    good = F.col("reason").isNull()
+    h = F.when(good, F.col("embedding_hash"))
+    w = Window.partitionBy("item_id")
+    wo = w.orderBy(F.col("reason").asc_nulls_first(), F.col("embedding_hash"))
+    copies = F.count(h).over(w)
+    conflict = F.min(h).over(w) != F.max(h).over(w)
+    rn = F.row_number().over(wo)
+    reason = (
+        F.when(~good, F.col("reason"))
+        .when(conflict, "duplicate_conflict")
+        .when(rn > 1, "duplicate_identical")
+    )
+    detail = (
+        F.when(~good, F.col("detail"))
+        .when(conflict, F.format_string("%d valid copies of this item_id with different embeddings", copies))
+        .when(rn > 1, F.format_string("identical copy %d of %d; one copy kept", rn, copies))
+    )
+    rest = [c for c in r.columns if c not in ("reason", "detail")]
+    return r.select(*rest, reason.alias("reason"), detail.alias("detail"))
+
+
+def bucket_shifts(levels: int, codebook_size: int) -> list[int] | None:
+    """Left shift of each level's code in the packed bucket key (level 0 highest), or
+    ``None`` when ``levels`` codes of ``codebook_size`` values do not fit in 63 bits."""
+    bits = max(1, (codebook_size - 1).bit_length())
+    if levels * bits > 63:
+        return None
+    return [bits * (levels - 1 - i) for i in range(levels)]
+
+
+def bucket_key(levels: int, codebook_size: int) -> Column | None:
+    """One bigint per code tuple: the codes packed big-end first (codes are in
+    ``[0, codebook_size)``, checked by the adapter), so the key orders exactly as the tuple.
+    Spark sorts and groups one long much faster than several ints: its sort compares a
+    64-bit prefix of the first key and only falls back to comparing whole rows on ties.
+    ``None`` when the tuple does not fit in 63 bits."""
+    shifts = bucket_shifts(levels, codebook_size)
+    if shifts is None:
+        return None
+    key = F.lit(0).cast("long")
+    for c, shift in zip(sc.sid_cols(levels), shifts):
+        key = key.bitwiseOR(F.shiftleft(F.col(c).cast("long"), shift))
+    return key
+
+
+def with_suffix(kept: DataFrame, levels: int, codebook_size: int, files: int, base: DataFrame | None = None
+                ) -> DataFrame:
+    """Add ``sid_suffix``: 0, 1, 2, ... per code tuple in ``item_id`` order (after ``base``'s
+    per-tuple next suffix in append mode), range-partitioned by the codes so each output
+    file holds a sorted, disjoint range of codes."""
+    sids = sc.sid_cols(levels)
+    if base is not None:  # append: continue after the bucket's existing suffixes
+        kept = kept.join(base, on=sids, how="left")
+    key = bucket_key(levels, codebook_size)
+    keys = sids if key is None else ["_bucket"]
+    if key is not None:
+        kept = kept.withColumn("_bucket", key)
+    ranged = kept.repartitionByRange(files, *keys)
+    window = Window.partitionBy(*keys).orderBy("item_id")
+    rn = F.row_number().over(window) - 1
+    if base is None:
+        out = ranged.withColumn("sid_suffix", rn.cast("int"))
+    else:
+        out = ranged.withColumn("sid_suffix", (F.coalesce(F.col("_next"), F.lit(0)) + rn).cast("int")).drop("_next")
+    return out.drop("_bucket")
+
+
+def semantic_id(levels: int) -> Column:
+    return F.concat_ws("-", *[F.col(c).cast("string") for c in sc.sid_cols(levels)], F.col("sid_suffix").cast("string"))
+
+
+def output_files(rows: int, cores: int) -> int:
+    """Files per run: at most ROWS_PER_FILE rows each, and one per core (while each keeps
+    at least MIN_ROWS_PER_FILE rows) so that sorting and writing them uses every core."""
+    return max(1, math.ceil(rows / ROWS_PER_FILE), min(cores, rows // MIN_ROWS_PER_FILE))
+
+
+# ---------------------------------------------------------------------------------------
+# Bucket statistics: a bucket = the items sharing one code tuple
+
+def size_bin(size: int) -> int:
+    """Histogram bin of a bucket size: k for sizes in (2^(k-1), 2^k]."""
+    return max(0, (size - 1).bit_length())
+
+
+def stats(by_bin: dict[int, int], largest: int, rows: int) -> dict[str, Any]:
+    buckets = sum(by_bin.values())
+    return {
+        "buckets": buckets,
+        "largest_bucket": largest,
+        "unique_rate_before_suffix": round(buckets / rows, 6) if rows else None,
+        "bucket_size_histogram": {f"<={1 << k}": n for k, n in sorted(by_bin.items()) if n},
+    }
+
+
+def bucket_stats(codes: DataFrame, levels: int, codebook_size: int, rows: int) -> dict[str, Any]:
+    """One small job: how many buckets of each size."""
+    key = bucket_key(levels, codebook_size)
+    keys = sc.sid_cols(levels) if key is None else [key.alias("_bucket")]
+    by_size = {int(r["size"]): int(r["buckets"]) for r in
+               codes.groupBy(*keys).agg(F.count(F.lit(1)).alias("size"))
+               .groupBy("size").agg(F.count(F.lit(1)).alias("buckets")).collect()}
+    by_bin: dict[int, int] = {}
+    for size, n in by_size.items():
+        by_bin[size_bin(size)] = by_bin.get(size_bin(size), 0) + n
+    return stats(by_bin, max(by_size, default=0), rows)
+
+
+def suffix_marks(top: int) -> list[int]:
+    """The suffixes whose row counts give the size bins up to ``top``: 0, 1, 2, 4, ..., 2**top."""
+    return [0] + [1 << k for k in range(top + 1)]
+
+
+def bins_from_suffix_counts(rows_with_suffix: dict[int, int], top: int) -> dict[int, int]:
+    """Buckets per size bin (``size_bin``) from the number of rows with suffix 0, 1, 2, 4, ...,
+    ``2**top``: the buckets with more than ``m`` items are the rows with suffix ``m``."""
+    marks = suffix_marks(top)
+    by_bin = {k: rows_with_suffix[marks[k]] - rows_with_suffix[marks[k + 1]] for k in range(top + 1)}
+    if any(n < 0 for n in by_bin.values()):  # suffixes of a bucket run 0, 1, 2, ... with no gaps
+        raise ReconcileError(f"bucket statistics: expected suffixes without gaps in every bucket, got more rows "
+                             f"with a higher suffix than with a lower one (rows per suffix {rows_with_suffix})")
+    return by_bin
+
+
+def suffix_stats(rows: int) -> tuple[list[Any], Callable[[dict[str, Any]], dict[str, Any]]]:
+    """The same statistics from the suffixes of a version's rows, as columns of the aggregate
+    that counts them for the reconciliation: no job of their own. Suffixes run 0, 1, ...,
+    size - 1 in every bucket, so the buckets with more than ``m`` items are the rows with
+    suffix ``m`` (``bins_from_suffix_counts``). Returns the aggregate columns and a function
+    of the aggregate's row that gives the statistics."""
+    suffix = F.col("sid_suffix")
+    top = size_bin(max(rows, 1))
+    marks = suffix_marks(top)
+    cols = [F.max(suffix).alias("largest_suffix")] + [F.count_if(suffix == mark).alias(f"suffix_{mark}") for mark in marks]
+
+    def read(m: dict[str, Any]) -> dict[str, Any]:
+        at = {mark: int(m[f"suffix_{mark}"]) for mark in marks}
+        largest = int(m["largest_suffix"]) + 1 if m["largest_suffix"] is not None else 0
+        return stats(bins_from_suffix_counts(at, top), largest, rows)
+
+    return cols, read

@@ -1,0 +1,178 @@
+"""Where the embeddings come from: a planned Parquet input read by pyarrow in the tasks, or a
+Spark DataFrame (Spark's reader, a metastore table, or the user's own DataFrame).
+
+Both give the encode step ``(item_id, embedding)`` rows with the same ids, the same checks
+and the same codes; see :mod:`semid_udf.reader` for the pyarrow side.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from .config import InputConfig
+from .errors import ConfigError, InputError
+from .files import is_connect
+from .reader import InputPlan, is_local, plan_input
+
+log = logging.getLogger(__name__)
+
+_ARROW_ID = {pa.int32(): "int", pa.int64(): "bigint", pa.string(): "string"}
+
+
+@dataclass
+class Source:
+    """The input as the encode step sees it."""
+
+    id_type: str  # int, bigint or string: the published item_id type
+    plan: InputPlan | None = None  # pyarrow in the tasks
+    frame: DataFrame | None = None  # (item_id, embedding), from Spark
+    rows: int | None = None  # known up front (Parquet footers), or None
+    description: str = ""
+
+
+def cores(spark: SparkSession) -> int:
+    """Task slots the session can use at once: Spark's default parallelism on a classic
+    session; on Spark Connect (no SparkContext) ``spark.default.parallelism`` when set, else
+    the N of a ``local[N]`` master, else this machine's CPU count (logged)."""
+    if not is_connect(spark):
+        return int(spark.sparkContext.defaultParallelism)
+    given = spark.conf.get("spark.default.parallelism", None)
+    if given:
+        return int(given)
+    master = spark.conf.get("spark.master", "") or ""
+    m = re.match(r"local\[(\d+|\*)", master)
+    if m and m.group(1) != "*":
+        return int(m.group(1))
+    n = os.cpu_count() or 1
+    if not master.startswith("local"):
+        log.info("Spark Connect: the cluster's core count is not visible to the client; sizing partitions for %d cores "
+                 "(set spark.default.parallelism to say otherwise)", n)
+    return n
+
+
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "m": 1 << 20, "mb": 1 << 20, "g": 1 << 30, "gb": 1 << 30,
+          "t": 1 << 40, "tb": 1 << 40}
+
+
+def byte_size(text: str) -> int:
+    """Spark's byte strings: ``134217728``, ``128m``, ``128MB``, ``1g``."""
+    m = re.fullmatch(r"\s*(\d+)\s*([a-zA-Z]*)\s*", text)
+    if not m or m.group(2).lower() not in _UNITS:
+        raise ConfigError(f"expected a byte size such as 128m, got {text!r}")
+    return int(m.group(1)) * _UNITS[m.group(2).lower()]
+
+
+def max_partition_bytes(spark: SparkSession) -> int:
+    return byte_size(spark.conf.get("spark.sql.files.maxPartitionBytes", "128m") or "128m")
+
+
+def shuffle_partitions(spark: SparkSession, rows: int) -> None:
+    """Unless the user set it, size spark.sql.shuffle.partitions from the input: Spark's 200
+    made every small shuffle of ids and codes cost hundreds of tasks; too few would make
+    each sort of a huge input one task. 2 per core, and at least one per 2M rows."""
+    if _user_set(spark, "spark.sql.shuffle.partitions"):
+        return
+    n = max(2 * cores(spark), math.ceil(rows / 2_000_000))
+    spark.conf.set("spark.sql.shuffle.partitions", str(n))
+    log.info("spark.sql.shuffle.partitions = %d for %d input rows", n, rows)
+
+
+def _user_set(spark: SparkSession, key: str) -> bool:
+    if not is_connect(spark):
+        return spark.sparkContext.getConf().contains(key) or spark.conf.get(key, None) != "200"
+    return spark.conf.get(key, None) not in (None, "200")
+
+
+def read_source(spark: SparkSession, ic: InputConfig, input_path: str | None = None, input_table: str | None = None,
+                frame: DataFrame | None = None) -> Source:
+    """``input.reader``: arrow reads the Parquet in the Python tasks (only Python touches the
+    vectors); spark reads it with Spark; auto picks arrow for a local or mounted path. A
+    DataFrame ``frame`` is used as it is."""
+    if frame is not None:
+        f, id_type = normalise_frame(frame, ic)
+        return Source(id_type, frame=f, description="a DataFrame")
+    arrow = ic.reader == "arrow" or (ic.reader == "auto" and input_path is not None and is_local(input_path))
+    if arrow:
+        if input_path is None:
+            raise ConfigError("input.reader=arrow: expected --input PATH (a Parquet file or folder), got --input-table; "
+                              "use input.reader=spark or auto for tables")
+        target = max_partition_bytes(spark)
+        plan = plan_input(input_path, ic.id_col, ic.embedding_col, ic.cast_double, target_bytes=target,
+                          cores=cores(spark), binary_dtype=ic.binary_dtype)
+        log.info("reader: pyarrow in the tasks (%d units of up to %d MB)", len(plan.units), target >> 20)
+        return Source(_ARROW_ID[plan.id_type], plan=plan, rows=plan.rows, description=input_path)
+    raw = read_input(spark, input_path, input_table)
+    f, id_type = normalise_frame(raw, ic)
+    log.info("reader: Spark")
+    rows = raw.count() if input_path is not None else None  # Parquet footers: no scan of the vectors
+    return Source(id_type, frame=f, rows=rows, description=input_path or input_table or "")
+
+
+def read_input(spark: SparkSession, path: str | None, table: str | None) -> DataFrame:
+    try:
+        df = spark.read.parquet(path) if path else spark.table(table)
+        df.schema  # Spark Connect analyses lazily: make a missing path or table fail here
+        return df
+    except Exception as e:  # AnalysisException and friends: re-raised with the input named
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        hint = (" (Spark's Parquet reader has no float16; input.reader=arrow reads it with pyarrow)"
+                if "FLOAT16" in str(e) else "")
+        raise InputError(f"input {path or table}: cannot read it: {first}{hint}") from e
+
+
+def _field(schema: T.StructType, path: str) -> T.DataType | None:
+    """The type of a (possibly nested, dotted) column, or None."""
+    t: T.DataType = schema
+    for part in path.split("."):
+        if not isinstance(t, T.StructType) or part not in t.fieldNames():
+            return None
+        t = t[part].dataType
+    return t
+
+
+def _col(path: str) -> Any:
+    return F.col(".".join(f"`{p}`" for p in path.split(".")))
+
+
+def normalise_frame(df: DataFrame, ic: InputConfig) -> tuple[DataFrame, str]:
+    """``(item_id, embedding)`` of ``df`` and the id type, or an error naming the column, the
+    expected and the actual type. ``array<double>`` is cast to ``array<float>`` in Spark (half
+    the bytes handed to Python); dense/sparse ML vectors and binary blobs are decoded in
+    Python (:mod:`semid_udf.arrow`)."""
+    schema = df.schema
+    id_type, emb_type = _field(schema, ic.id_col), _field(schema, ic.embedding_col)
+    for col, what, t in ((ic.id_col, "the item id", id_type), (ic.embedding_col, "the embedding", emb_type)):
+        if t is None:
+            raise InputError(f"column {col!r} ({what}) missing; columns found: {sorted(schema.fieldNames())}")
+    ids = _col(ic.id_col)
+    if isinstance(id_type, (T.ByteType, T.ShortType)):  # widened, as the pyarrow reader does
+        ids, id_type = ids.cast("int"), T.IntegerType()
+    if not isinstance(id_type, (T.LongType, T.IntegerType, T.StringType)):
+        raise InputError(f"column {ic.id_col!r}: expected bigint, int or string, got {id_type.simpleString()}")
+    emb = _col(ic.embedding_col)
+    what = emb_type.simpleString() if not isinstance(emb_type, T.UserDefinedType) else type(emb_type).__name__
+    if isinstance(emb_type, T.ArrayType) and isinstance(emb_type.elementType, (T.FloatType, T.DoubleType)):
+        if isinstance(emb_type.elementType, T.DoubleType):
+            if not ic.cast_double:
+                raise InputError(f"column {ic.embedding_col!r}: expected array<float>, got array<double> "
+                                 "(input.cast_double is false)")
+            log.info("casting %s from array<double> to array<float> (input.cast_double)", ic.embedding_col)
+            emb = emb.cast(T.ArrayType(T.FloatType()))
+    elif isinstance(emb_type, T.BinaryType):
+        if not ic.binary_dtype:
+            raise InputError(f"column {ic.embedding_col!r}: a binary column holds packed floats of a declared type: "
+                             "expected input.binary_dtype one of float32, float16, float64, got none")
+    elif not (isinstance(emb_type, T.UserDefinedType) and type(emb_type).__name__ == "VectorUDT") and not (
+            isinstance(emb_type, T.StructType) and set(emb_type.fieldNames()) >= {"type", "size", "indices", "values"}):
+        raise InputError(f"column {ic.embedding_col!r}: expected array<float> (or array<double>, a Spark ML dense "
+                         f"vector, or binary with input.binary_dtype), got {what}")
+    return df.select(ids.alias("item_id"), emb.alias("embedding")), id_type.simpleString()
