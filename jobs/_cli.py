@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
 from semid_udf.config import JobConfig, load_config
-from semid_udf.errors import SemidError
+from semid_udf.errors import MetastoreTimeoutError, SemidError
 
 log = logging.getLogger("semid")
 # The terminal summary is the product of a run: it goes to stdout through its own logger.
@@ -25,6 +26,11 @@ def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
     g.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     g.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     return p
+
+
+def add_session(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--remote", help="Spark Connect URL (sc://host:port, or local[N] for a local server); "
+                                    "default: the SPARK_REMOTE environment variable, else a classic session")
 
 
 def add_input(p: argparse.ArgumentParser) -> None:
@@ -62,6 +68,14 @@ def run_main(prog: str, main: Callable[[Sequence[str] | None], int], argv: Seque
     """Run ``main``; any failure becomes a non-zero exit and one line on stderr."""
     try:
         return main(argv)
+    except MetastoreTimeoutError as e:
+        # A call into the metastore or the file system is stuck in its thread: leaving the
+        # interpreter normally would wait for it (and for the JVM) forever.
+        log.debug("failure", exc_info=True)
+        sys.stderr.write(f"{prog}: error: {e}\n")
+        sys.stderr.flush()
+        sys.stdout.flush()
+        os._exit(2)
     except SemidError as e:
         log.debug("failure", exc_info=True)
         sys.stderr.write(f"{prog}: error: {e}\n")
@@ -112,3 +126,16 @@ def local_path(p: str | None) -> Path | None:
     if not p or "://" in p and not p.startswith("file://"):
         return None
     return Path(p.removeprefix("file://")).resolve()
+
+
+def warehouse_lock(cfg, warehouse: str | None, remote: str | None, run_id: str):
+    """The OS lock on a local warehouse whose embedded metastore this process will start
+    (one process at a time); a no-op otherwise."""
+    import contextlib
+
+    from semid_udf.locks import WarehouseLock
+    from semid_udf.session import embedded_metastore, remote_url
+
+    if embedded_metastore(cfg.spark, warehouse, remote_url(remote)):
+        return WarehouseLock(warehouse, run_id, cfg.output.lock_wait_s)
+    return contextlib.nullcontext()

@@ -1,52 +1,63 @@
-"""semid-assign: give every item a semantic ID with a checkpoint and write the table.
+"""semid-assign: give every item a semantic ID with a checkpoint and publish the table.
 
-    semid-assign --input PATH --checkpoint DIR --table DB.NAME [--warehouse DIR] [--mode full|append]
-    spark-submit jobs/assign_semantic_ids.py (same flags)
+    semid-assign --input PATH --checkpoint DIR --table [CATALOG.]DB.NAME [--warehouse DIR]
+                 [--location URI] [--mode full|append] [--remote sc://...]
+    spark-submit jobs/assign_semantic_ids.py (same flags; semid installed where it runs)
 """
 from __future__ import annotations
 
-import sys
 from typing import Sequence
 
-if __package__ in (None, ""):  # run as a file by spark-submit: import as the package
-    import os
-
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 from jobs import _cli
-from semid_udf.checkpoint import read_checkpoint
-from semid_udf.errors import UnsafeSettingError
 
 PROG = "semid-assign"
 
 
 def parser():
-    p = _cli.base_parser(PROG, "Assign RQ-VAE semantic IDs to every item and write the table.")
+    p = _cli.base_parser(PROG, "Assign RQ-VAE semantic IDs to every item and publish the table.")
     _cli.add_input(p)
+    _cli.add_session(p)
     p.add_argument("--checkpoint", required=True, help="checkpoint directory (config.json + model.safetensors)")
-    p.add_argument("--table", required=True, help="output table DB.NAME")
+    p.add_argument("--table", required=True, help="output table DB.NAME or CATALOG.DB.NAME")
     p.add_argument("--warehouse", help="warehouse directory (table location and local metastore)")
+    p.add_argument("--location", help="create the tables as external Parquet tables under this URI "
+                                      "(shorthand for --set output.location=...; Unity Catalog needs one)")
     p.add_argument("--mode", choices=["full", "append"], help="full: replace this model version; append: new items only")
+    p.add_argument("--stream", action="store_true",
+                   help="Structured Streaming over --input (a folder new files arrive in) or --input-table: each "
+                        "micro-batch gives IDs to new items (append rules), exactly once")
+    p.add_argument("--stream-checkpoint", help="--stream: Spark's checkpoint location (the stream's identity: "
+                                               "restart with the same one)")
+    p.add_argument("--trigger", default="available-now",
+                   help="--stream: available-now (every file there now, then stop; the default) or an interval "
+                        "such as '30 seconds' (run until stopped)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"],
                    help="shorthand for --set encode.device=...: auto = the task's GPU, else CUDA_VISIBLE_DEVICES, else CPU")
     return p
 
 
-def check_paths(input_path: str | None, checkpoint: str, warehouse: str | None, table: str) -> None:
+def check_paths(input_path: str | None, checkpoint: str, warehouse: str | None, table: str,
+                location: str | None = None) -> None:
     """The output may not be the input, contain it, or lie inside the checkpoint."""
-    out_root = _cli.local_path(warehouse)
-    if out_root is None:
-        return
-    db, _, tbl = table.rpartition(".")
-    out = out_root / f"{db or 'default'}.db" / tbl
-    ck = _cli.local_path(checkpoint)
-    inp = _cli.local_path(input_path)
-    for what, p in (("input", inp), ("checkpoint", ck)):
-        if p is None:
-            continue
-        if out == p or p.is_relative_to(out) or out.is_relative_to(p):
-            raise UnsafeSettingError(
-                f"output location {out}: expected apart from the {what} {p}, got one inside the other; refusing to write")
+    from semid_udf.catalog import TableName
+    from semid_udf.errors import UnsafeSettingError
+
+    name = TableName.parse(table)
+    folders = []  # where the table's folders go: <name>_data, _rejects, _manifest
+    if _cli.local_path(location) is not None:
+        folders.append(_cli.local_path(location))
+    elif _cli.local_path(warehouse) is not None:
+        folders.append(_cli.local_path(warehouse) / f"{name.schema}.db")
+    outs = [f / f"{name.table}{s}" for f in folders for s in ("_data", "_rejects", "_manifest")]
+    ck, inp = _cli.local_path(checkpoint), _cli.local_path(input_path)
+    for out in outs:
+        for what, p in (("input", inp), ("checkpoint", ck)):
+            if p is None:
+                continue
+            if out == p or p.is_relative_to(out) or out.is_relative_to(p):
+                raise UnsafeSettingError(
+                    f"output location {out}: expected apart from the {what} {p}, got one inside the other; refusing "
+                    "to write")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -54,16 +65,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     _cli.setup_logging(args.verbose, args.quiet)
     if args.device:
         args.overrides.append(f"encode.device={args.device}")
+    if args.location:
+        args.overrides.append(f"output.location={args.location}")
     cfg = _cli.load(args)
-    blob = read_checkpoint(args.checkpoint)  # digest checked before any Spark work
-    check_paths(args.input, args.checkpoint, args.warehouse, args.table)
+    from semid_udf.checkpoint import read_checkpoint
 
-    from semid_udf.assign import run_assign
+    ckpt = read_checkpoint(args.checkpoint)  # digest checked before any Spark work
+    check_paths(args.input, args.checkpoint, args.warehouse, args.table, cfg.output.location or None)
+
+    from semid_udf.errors import ConfigError
+    from semid_udf.publish import new_run_id, run_assign
     from semid_udf.session import build_session
 
-    spark = build_session(f"semid-assign {blob.model_version}", cfg.spark, args.warehouse)
-    res = run_assign(spark, cfg, blob, table=args.table, input_path=args.input, input_table=args.input_table,
-                     warehouse=args.warehouse, mode=args.mode)
+    if args.stream and (not args.stream_checkpoint or args.mode):
+        raise ConfigError("--stream: expected --stream-checkpoint DIR and no --mode (each micro-batch appends)")
+    run_id = new_run_id()
+    with _cli.warehouse_lock(cfg, args.warehouse, args.remote, run_id):
+        spark = build_session(f"semid-assign {ckpt.model_version}", cfg.spark, args.warehouse, args.remote)
+        if args.stream:
+            from semid_udf.stream import run_stream
+
+            runs = run_stream(spark, cfg, ckpt, table=args.table, checkpoint_location=args.stream_checkpoint,
+                              input_path=args.input, input_table=args.input_table, warehouse=args.warehouse,
+                              trigger=args.trigger)
+            _cli.summary.info("semid-assign --stream: %d micro-batches committed, %d new IDs", len(runs),
+                              sum(r.rows_new for r in runs))
+            return 0
+        res = run_assign(spark, cfg, ckpt, table=args.table, input_path=args.input, input_table=args.input_table,
+                         warehouse=args.warehouse, mode=args.mode, run_id=run_id)
     print_summary(res)
     return 0
 

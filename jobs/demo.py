@@ -5,15 +5,9 @@
 from __future__ import annotations
 
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Sequence
-
-if __package__ in (None, ""):  # run as a file by spark-submit: import as the package
-    import os
-
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np
 
@@ -70,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     make_catalogue(cat, args.items, args.dim)
 
     from jobs.train_rqvae import train
-    from semid_udf.assign import run_assign
+    from semid_udf.publish import run_assign
     from semid_udf.session import build_session
 
     spark = build_session("semid-demo", cfg.spark, str(wh))

@@ -10,13 +10,7 @@ Only a bounded sample of the table reaches the driver.
 """
 from __future__ import annotations
 
-import sys
 from typing import Sequence
-
-if __package__ in (None, ""):  # run as a file by spark-submit: import as the package
-    import os
-
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from jobs import _cli
 
@@ -26,6 +20,7 @@ PROG = "semid-report"
 def parser():
     p = _cli.base_parser(PROG, "Quality report of a checkpoint's semantic IDs on a sample of an embedding table.")
     _cli.add_input(p)
+    _cli.add_session(p)
     p.add_argument("--checkpoint", required=True, help="checkpoint directory (config.json + model.safetensors)")
     p.add_argument("--out", required=True, help="directory for report.json and the PNG plots")
     p.add_argument("--rows", type=int, default=200_000, help="items sampled from the input (bounded, by id hash)")
@@ -38,21 +33,19 @@ def report(spark, cfg, blob, out: str, input_path: str | None = None, input_tabl
     """Sample with Spark, encode on the driver exactly as the assign job does, score, write."""
     from semid_udf import quality
     from semid_udf.checkpoint import build_model
-    from semid_udf.encode import CodeEncoder
+    from semid_udf.encode import CodeEncoder, effective_plugin
     from semid_udf.errors import ConfigError
     from semid_udf.sample import take_sample
-    from semid_udf.table import normalise_input, read_input
+    from semid_udf.inputs import normalise_frame, read_input
 
     if rows <= 1 or nn_sample <= 1:
         raise ConfigError(f"--rows and --nn-sample: expected > 1, got {rows} and {nn_sample}")
-    df = normalise_input(read_input(spark, input_path, input_table), cfg.input.id_col, cfg.input.embedding_col,
-                         cfg.input.cast_double)
-    spark.sparkContext.setJobDescription("semid-report: sampling")
-    x = take_sample(df, int(blob.model["input_dim"]), rows, cfg.train.seed)
-    spark.sparkContext.setJobDescription(None)
+    df, _ = normalise_frame(read_input(spark, input_path, input_table), cfg.input)
+    _cli.log.info("semid-report: sampling")
+    x = take_sample(df, int(blob.model["input_dim"]), rows, cfg.train.seed, cfg.input.binary_dtype)
     codes = CodeEncoder(blob, cfg.encode, cfg.plugin)(x)
     size = int(blob.model["codebook_size"])
-    if cfg.plugin.factory:  # a user's model: only what the codes tell
+    if effective_plugin(blob, cfg.plugin).factory:  # a user's model (or an imported one): only what the codes tell
         rep = quality.code_report(codes, size, x, nn_sample=nn_sample, seed=cfg.train.seed)
     else:
         rep = quality.checkpoint_report(build_model(blob), codes, x, nn_sample=nn_sample, seed=cfg.train.seed)
@@ -72,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from semid_udf.session import build_session
 
     blob = read_checkpoint(args.checkpoint)  # digest checked before any Spark work
-    spark = build_session(f"semid-report {blob.model_version}", cfg.spark)
+    spark = build_session(f"semid-report {blob.model_version}", cfg.spark, remote=args.remote)
     rep = report(spark, cfg, blob, args.out, args.input, args.input_table, args.rows, args.nn_sample)
     print_summary(rep, args.out)
     return 0

@@ -5,14 +5,8 @@
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import replace
 from typing import Sequence
-
-if __package__ in (None, ""):  # run as a file by spark-submit: import as the package
-    import os
-
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from jobs import _cli
 
@@ -22,6 +16,7 @@ PROG = "semid-train"
 def parser():
     p = _cli.base_parser(PROG, "Fit an RQ-VAE on (a sample of) an embedding table and write a checkpoint.")
     _cli.add_input(p)
+    _cli.add_session(p)
     p.add_argument("--checkpoint", required=True, help="checkpoint directory to write")
     p.add_argument("--model-version", help="explicit model version (default: derived from the weights)")
     return p
@@ -33,17 +28,15 @@ def train(spark, cfg, checkpoint: str, input_path: str | None = None, input_tabl
     from semid_udf.checkpoint import save_checkpoint
     from semid_udf.errors import ConfigError
     from semid_udf.sample import embedding_dim, take_sample
-    from semid_udf.table import normalise_input, read_input
+    from semid_udf.inputs import normalise_frame, read_input
     from semid_udf.train import fit
 
-    df = normalise_input(read_input(spark, input_path, input_table), cfg.input.id_col, cfg.input.embedding_col,
-                         cfg.input.cast_double)
-    spark.sparkContext.setJobDescription("semid-train: sampling")
-    dim = cfg.model.input_dim or embedding_dim(df)
+    df, _ = normalise_frame(read_input(spark, input_path, input_table), cfg.input)
+    _cli.log.info("semid-train: sampling")
+    dim = embedding_dim(df, cfg.input.binary_dtype)
     if cfg.model.input_dim and cfg.model.input_dim != dim:
         raise ConfigError(f"model.input_dim: expected {dim}, got {cfg.model.input_dim}")
-    x = take_sample(df, dim, cfg.train.sample_size, cfg.train.seed)
-    spark.sparkContext.setJobDescription(None)
+    x = take_sample(df, dim, cfg.train.sample_size, cfg.train.seed, cfg.input.binary_dtype)
     model, meta = fit(x, replace(cfg.model, input_dim=dim), cfg.train)
     meta["input"] = input_path or input_table
     version = save_checkpoint(model, model.cfg, checkpoint, training=meta, model_version=model_version)
@@ -56,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = _cli.load(args)
     from semid_udf.session import build_session
 
-    spark = build_session("semid-train", cfg.spark)
+    spark = build_session("semid-train", cfg.spark, remote=args.remote)
     version, meta = train(spark, cfg, args.checkpoint, args.input, args.input_table, args.model_version)
     s = _cli.summary
     s.info("semid-train: checkpoint %s written to %s", version, args.checkpoint)

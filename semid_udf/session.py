@@ -1,5 +1,9 @@
-"""Building the SparkSession for a job, and refusing settings that lose or duplicate data.
+"""Building the SparkSession for a job (classic or Spark Connect), and refusing settings that
+lose or duplicate data.
 
+The session kind is chosen the way pyspark chooses: ``--remote URL`` or the ``SPARK_REMOTE``
+environment variable give a Spark Connect session (``local[N]`` starts a Connect server in
+this process, ``sc://host:port`` connects to one); otherwise a classic Hive-enabled session.
 The master is never hard-coded: under ``spark-submit`` the launcher's ``--master`` and
 ``--conf`` win; run directly with no master configured, Spark's default (``local[*]``)
 applies. Settings from the YAML ``spark:`` section are applied on the builder.
@@ -10,21 +14,18 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 from pyspark.sql import SparkSession
 
 from .errors import UnsafeSettingError
+from .files import is_connect
 
 log = logging.getLogger(__name__)
 
-# Settings semid needs for correct writes (see field-notes.md, "Spark writes").
-REQUIRED = {
-    "spark.sql.sources.partitionOverwriteMode": "dynamic",
-}
 # semid's defaults, where neither spark-submit nor the config sets them.
 DEFAULTS = {
-    "spark.ui.showConsoleProgress": "false",
+    "spark.ui.showConsoleProgress": "false",  # semid reports progress itself (rows, rate, ETA)
     # The encode step runs in the background while the metastore work runs in another
     # pool; FIFO would queue that work's small jobs behind every encode task.
     "spark.scheduler.mode": "FAIR",
@@ -68,10 +69,13 @@ def launcher_settings() -> dict[str, str]:
     return dict(SparkConf().getAll())
 
 
-def build_session(app_name: str, conf: Mapping[str, str], warehouse: str | None = None) -> SparkSession:
-    """A Hive-enabled session. Precedence: spark-submit ``--conf`` > the config's ``spark:``
-    section > semid's defaults for a local warehouse."""
-    given = launcher_settings()
+def remote_url(remote: str | None = None) -> str | None:
+    """The Spark Connect URL to use: ``--remote``, else ``SPARK_REMOTE``, else None (classic)."""
+    return remote or os.environ.get("SPARK_REMOTE") or None
+
+
+def local_settings(conf: Mapping[str, str], warehouse: str | None, given: Mapping[str, str]) -> dict[str, str]:
+    """Settings for a JVM this process starts (classic, or a local Connect server)."""
     settings = {k: v for k, v in conf.items() if k not in given}
     for k in sorted(set(conf) & set(given)):
         if str(conf[k]) != given[k]:
@@ -82,10 +86,8 @@ def build_session(app_name: str, conf: Mapping[str, str], warehouse: str | None 
         # A local warehouse gets its own embedded Derby metastore, so a later process that
         # names the same warehouse sees the same tables. A configured metastore wins.
         if "spark.hadoop.javax.jdo.option.ConnectionURL" not in given:
-            settings.setdefault(
-                "spark.hadoop.javax.jdo.option.ConnectionURL",
-                f"jdbc:derby:;databaseName={wh}/metastore_db;create=true",
-            )
+            settings.setdefault("spark.hadoop.javax.jdo.option.ConnectionURL",
+                                f"jdbc:derby:;databaseName={wh}/metastore_db;create=true")
             # Hive's direct-SQL path speeds up partition queries on big shared metastores;
             # setting it up on an embedded Derby was a third of the first metastore call
             # (bench/metastore.py), and semid's tables have few partitions.
@@ -101,34 +103,83 @@ def build_session(app_name: str, conf: Mapping[str, str], warehouse: str | None 
         settings["spark.driver.memory"] = default_driver_memory()
     if not given:
         settings.setdefault("spark.driver.extraJavaOptions", DIRECT_RUN_JAVA_OPTIONS)
-    builder = SparkSession.builder.appName(app_name)
-    for k, v in settings.items():
-        builder = builder.config(k, v)
-    spark = builder.enableHiveSupport().getOrCreate()
+    return settings
+
+
+def embedded_metastore(conf: Mapping[str, str], warehouse: str | None, remote: str | None) -> bool:
+    """True when this process's run will start the embedded Derby metastore of ``warehouse``."""
+    if not warehouse or (remote and not remote.startswith("local")):
+        return False
+    return "spark.hadoop.javax.jdo.option.ConnectionURL" not in {**launcher_settings(), **conf}
+
+
+def build_session(app_name: str, conf: Mapping[str, str], warehouse: str | None = None,
+                  remote: str | None = None) -> SparkSession:
+    """A classic Hive-enabled session, or a Spark Connect one (``remote``/``SPARK_REMOTE``).
+    Precedence: spark-submit ``--conf`` > the config's ``spark:`` section > semid's defaults."""
+    url = remote_url(remote)
+    if url is None:
+        settings = local_settings(conf, warehouse, launcher_settings())
+        builder = SparkSession.builder.appName(app_name)
+        for k, v in settings.items():
+            builder = builder.config(k, v)
+        spark = builder.enableHiveSupport().getOrCreate()
+    else:
+        spark = _connect(app_name, url, conf, warehouse)
     prepare_session(spark)
     return spark
 
 
+def _connect(app_name: str, url: str, conf: Mapping[str, str], warehouse: str | None) -> SparkSession:
+    if url.startswith("local"):
+        # pyspark starts a Connect server in this process: it takes static settings, and
+        # its Python workers run on this machine with this interpreter.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        settings = local_settings(conf, warehouse, {})
+        settings.setdefault("spark.sql.catalogImplementation", "hive")
+        builder = SparkSession.builder.remote(url).appName(app_name)
+        for k, v in settings.items():
+            builder = builder.config(k, v)
+        return builder.getOrCreate()
+    spark = SparkSession.builder.remote(url).getOrCreate()
+    for k, v in conf.items():  # a running server takes runtime settings only
+        try:
+            spark.conf.set(k, v)
+        except Exception as e:  # a static setting: the server's own value stays
+            log.warning("Spark Connect: %s cannot be set on a running server (%s); the server's value is used", k,
+                        str(e).splitlines()[0] if str(e) else type(e).__name__)
+    if warehouse:
+        log.info("Spark Connect: the server's metastore holds the tables; --warehouse sets where their folders go")
+    return spark
+
+
 def prepare_session(spark: SparkSession) -> None:
-    """Point local Python workers at this interpreter, set required and refuse unsafe settings."""
-    sc = spark.sparkContext
-    if "PYSPARK_PYTHON" not in os.environ and sc.master.startswith("local"):
-        # Local workers run on this machine: use the interpreter that has semid installed.
-        os.environ["PYSPARK_PYTHON"] = sys.executable
-        sc.pythonExec = sys.executable
-    for k, v in REQUIRED.items():
-        spark.conf.set(k, v)
+    """Point local Python workers at this interpreter; refuse unsafe settings."""
+    if not is_connect(spark):
+        sc = spark.sparkContext
+        if "PYSPARK_PYTHON" not in os.environ and sc.master.startswith("local"):
+            # Local workers run on this machine: use the interpreter that has semid installed.
+            os.environ["PYSPARK_PYTHON"] = sys.executable
+            sc.pythonExec = sys.executable
     check_safe_settings(spark)
 
 
 def check_safe_settings(spark: SparkSession) -> None:
-    conf = dict(spark.sparkContext.getConf().getAll())
-    hconf = spark.sparkContext._jsc.hadoopConfiguration()
+    """Refuse the settings in UNSAFE, from the session's configuration (which includes the
+    launcher's and the builder's); on a classic session also from the Hadoop configuration
+    files the JVM loaded. A Spark Connect client cannot read the server's Hadoop files: that
+    part is skipped there (logged once)."""
     for key, (bad, why) in UNSAFE.items():
-        value = conf.get(key)
-        if value is None and not key.startswith("spark.hadoop."):
-            value = spark.conf.get(key, None)
-        if key.startswith("spark.hadoop.") and value is None:
-            value = hconf.get(key[len("spark.hadoop."):])
-        if value is not None and str(value).strip().lower() == bad:
-            raise UnsafeSettingError(f"{key}: expected not {bad}, got {value}: refusing to run because {why}")
+        keys = [key, key[len("spark.hadoop."):]] if key.startswith("spark.hadoop.") else [key]
+        values = [spark.conf.get(k, None) for k in keys]
+        if not is_connect(spark):  # classic sessions only: the launcher's settings and Hadoop's files
+            values.append(spark.sparkContext.getConf().get(key, None))
+            if key.startswith("spark.hadoop."):
+                values.append(spark.sparkContext._jsc.hadoopConfiguration().get(keys[1]))
+        for value in values:
+            if value is not None and str(value).strip().lower() == bad:
+                raise UnsafeSettingError(f"{key}: expected not {bad}, got {value}: refusing to run because {why}")
+    if is_connect(spark) and not getattr(check_safe_settings, "_told", False):
+        log.info("Spark Connect: the server's Hadoop configuration files cannot be read from here; only its Spark "
+                 "settings were checked for %s", ", ".join(UNSAFE))
+        check_safe_settings._told = True  # type: ignore[attr-defined]

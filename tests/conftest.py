@@ -78,3 +78,65 @@ def tampered_copy(checkpoint: Path, dest: Path) -> Path:
     data[-1] ^= 0xFF
     (dest / "model.safetensors").write_bytes(bytes(data))
     return dest
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def connect_url(tmp_path_factory):
+    """A Spark Connect server in a process of its own (local[2], 3 attempts per task, Hive
+    catalog on an embedded Derby), as Databricks serverless or a cluster offers one: the
+    tests talk to it as clients, with no JVM or SparkContext of their own."""
+    import subprocess
+    import time
+
+    import pyspark
+
+    base = tmp_path_factory.mktemp("connect")
+    port = free_port()
+    conf = {
+        "spark.connect.grpc.binding.port": str(port),
+        "spark.ui.enabled": "false",
+        "spark.sql.catalogImplementation": "hive",
+        "spark.sql.warehouse.dir": str(base / "warehouse"),
+        "spark.hadoop.javax.jdo.option.ConnectionURL": f"jdbc:derby:;databaseName={base}/metastore_db;create=true",
+        "spark.driver.extraJavaOptions": f"-Dderby.system.home={base}",
+        "spark.sql.shuffle.partitions": "4",
+        "spark.python.daemon.module": "semid_udf.daemon",
+    }
+    cmd = [str(Path(pyspark.__file__).parent / "bin" / "spark-submit"), "--master", "local[2,3]",
+           "--class", "org.apache.spark.sql.connect.service.SparkConnectServer"]
+    for k, v in conf.items():
+        cmd += ["--conf", f"{k}={v}"]
+    log = open(base / "server.log", "w")
+    env = dict(os.environ, PYSPARK_PYTHON=sys.executable)
+    env.pop("SPARK_REMOTE", None)
+    p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    url = f"sc://localhost:{port}"
+    deadline = time.time() + 180
+    import socket
+
+    while time.time() < deadline:
+        if p.poll() is not None:
+            raise RuntimeError("the Spark Connect server exited: " + (base / "server.log").read_text()[-3000:])
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.5)
+    else:
+        raise RuntimeError("the Spark Connect server did not start: " + (base / "server.log").read_text()[-3000:])
+    yield url
+    import signal
+
+    os.killpg(p.pid, signal.SIGTERM)
+    try:
+        p.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()

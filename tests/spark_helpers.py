@@ -34,11 +34,24 @@ def table_rows(spark, name: str, version: str):
     return df.sort_values("item_id").reset_index(drop=True)
 
 
-def published_files(wh: Path, table: str) -> dict:
-    """A table's rows read straight from its Parquet files (no Spark), sorted by item_id,
-    without run_id (which differs between otherwise identical runs)."""
+def committed_files(root: Path, name: str, model_version: str | None = None) -> list[Path]:
+    """The data files of the last commit (of ``model_version``, or of the latest version),
+    found as the README's file recipes find them: from the manifest, never by listing."""
+    import pyarrow.dataset as ds
+
+    runs = ds.dataset(root / f"{name}_manifest", format="parquet").to_table().to_pylist()
+    done = [r for r in runs if r["status"] == "complete" and model_version in (None, r["model_version"])]
+    assert done, f"no complete run of {name} in its manifest"
+    last = max(done, key=lambda r: (r["finished_at"], r["seq"]))
+    return [root / f"{name}_data" / f for f in last["files"]]
+
+
+def published_files(wh: Path, table: str, model_version: str | None = None) -> dict:
+    """A table's committed rows read straight from its Parquet files (no Spark), sorted by
+    item_id, without run_id (which differs between otherwise identical runs)."""
     import pyarrow.dataset as ds
 
     db, name = table.split(".")
-    t = ds.dataset(wh / f"{db}.db" / name, format="parquet", partitioning="hive").to_table()
-    return t.drop_columns(["run_id"]).sort_by("item_id").to_pydict()
+    files = committed_files(wh / f"{db}.db", name, model_version)
+    t = ds.dataset([str(f) for f in files], format="parquet", partitioning="hive").to_table()
+    return t.drop_columns([c for c in ("run_id",) if c in t.column_names]).sort_by("item_id").to_pydict()

@@ -111,3 +111,43 @@ def test_standalone_cluster_with_a_killed_worker_matches_local_mode(cluster, tin
                            text=True, timeout=600)
     assert local.returncode == 0, local.stderr[-3000:]
     assert published_files(tmp_path / "wh_cluster", "clu.ids") == published_files(tmp_path / "wh_local", "clu.ids")
+
+
+def test_an_imported_model_ships_to_the_executors_with_py_files(cluster, tmp_path, monkeypatch):
+    """semid-import's checkpoint on a standalone cluster: only --py-files gives the executors the
+    factory's module, and the table holds the model's own codes for every item."""
+    import numpy as np
+    import torch
+
+    from semid_udf.importer import import_rqvae, read_sample
+
+    from .test_import_e2e import published_ids
+
+    example = ROOT / "examples" / "byo_rqvae"
+    monkeypatch.syspath_prepend(str(example))
+    for name in ("train", "rqvae"):  # imported from the example folder, dropped again after the test
+        monkeypatch.setitem(sys.modules, name, None)
+        monkeypatch.delitem(sys.modules, name)
+    import train  # the example's training script, as a module
+
+    x = train.catalogue(1200, seed=8)
+    model, opt = train.train(x, epochs=1)
+    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict()}, tmp_path / "model.pt")
+    ids = list(range(300))
+    inp = write_input(tmp_path / "in", ids, [list(map(float, v)) for v in x[:300]], files=3)
+    res = import_rqvae(tmp_path / "model.pt", "rqvae:build", tmp_path / "ck", input_dim=x.shape[1], levels=3,
+                       codebook_size=32, method="get_codes", key="model", sample=read_sample(inp, x.shape[1]))
+    master, _ = cluster
+    job_env = env()
+    job_env.pop("PYTHONPATH", None)  # the module reaches the executors through --py-files alone
+    p = subprocess.run(
+        [spark_bin("spark-submit"), "--master", master, "--conf", "spark.executor.memory=1g",
+         "--conf", "spark.sql.shuffle.partitions=4", "--py-files", str(example / "rqvae.py"),
+         "jobs/assign_semantic_ids.py", "--input", str(inp), "--checkpoint", str(tmp_path / "ck"),
+         "--table", "byo.ids", "--warehouse", str(tmp_path / "wh")],
+        cwd=ROOT, env=job_env, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stderr[-3000:]
+    with torch.inference_mode():
+        codes = model.get_codes(torch.from_numpy(np.ascontiguousarray(x[:300]))).numpy()
+    assert published_ids(tmp_path / "wh", "byo.ids", res.model_version) == {
+        i: tuple(int(v) for v in row) for i, row in zip(ids, codes)}

@@ -8,7 +8,8 @@ import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "semid_udf"
 # Everything between the input and the published table (quality.py samples for its report only).
-INFERENCE = ["adapter", "assign", "checkpoint", "daemon", "encode", "model", "reader", "staging", "table", "udf", "session"]
+INFERENCE = ["adapter", "api", "arrow", "catalog", "checkpoint", "daemon", "encode", "files", "ids", "inputs", "locks",
+             "model", "progress", "publish", "reader", "schema", "session", "staging"]
 RANDOM = {"rand", "randn", "randint", "randperm", "rand_like", "random", "random_", "multinomial", "bernoulli",
           "normal", "normal_", "uniform", "uniform_", "shuffle", "permutation", "choice", "default_rng", "seed",
           "manual_seed", "Generator"}

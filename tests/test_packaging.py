@@ -18,11 +18,10 @@ import sysconfig
 import tarfile
 from pathlib import Path
 
-import pyarrow.dataset as ds
 import pytest
 
 from .conftest import ROOT, clustered
-from .spark_helpers import write_input
+from .spark_helpers import published_files, write_input
 
 pytestmark = pytest.mark.spark
 FULL = os.environ.get("SEMID_TEST_FULL_ENV") == "1"
@@ -55,15 +54,14 @@ def small_input(tmp_path_factory) -> Path:
 
 
 def output_rows(warehouse: Path, db: str, name: str) -> dict:
-    t = ds.dataset(warehouse / f"{db}.db" / name, format="parquet", partitioning="hive").to_table()
-    return t.sort_by("item_id").to_pydict()
+    return published_files(warehouse, f"{db}.{name}")
 
 
 def test_wheel_in_a_fresh_venv_runs_semid_assign(packed, small_input, tiny_checkpoint, tmp_path):
     venv = packed / "semid-env"
     py = venv / "bin" / "python"
-    probe = ("import sys, jobs.assign_semantic_ids, semid_udf.udf; "
-             "print(semid_udf.udf.__file__); print(jobs.assign_semantic_ids.__file__); "
+    probe = ("import sys, jobs.assign_semantic_ids, semid_udf.arrow; "
+             "print(semid_udf.arrow.__file__); print(jobs.assign_semantic_ids.__file__); "
              "print('\\n'.join(sys.path))")
     p = subprocess.run([str(py), "-c", probe], capture_output=True, text=True, env=clean_env(), cwd=tmp_path,
                        timeout=120)

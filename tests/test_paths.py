@@ -15,8 +15,9 @@ from .conftest import ROOT, tampered_copy
 
 
 @pytest.mark.parametrize("inp, ck, wh, table", [
-    ("{t}/wh/db.db/t", "{t}/ck", "{t}/wh", "db.t"),          # output is the input
-    ("{t}/wh/db.db/t/part", "{t}/ck", "{t}/wh", "db.t"),     # input inside the output
+    ("{t}/wh/db.db/t_data", "{t}/ck", "{t}/wh", "db.t"),     # output is the input
+    ("{t}/wh/db.db/t_data/part", "{t}/ck", "{t}/wh", "db.t"),  # input inside the output
+    ("{t}/wh/db.db/t_manifest", "{t}/ck", "{t}/wh", "db.t"),  # another of the table's folders
     ("{t}/wh", "{t}/ck", "{t}/wh", "db.t"),                  # output inside the input
     ("{t}/in", "{t}/wh", "{t}/wh", "db.t"),                  # output inside the checkpoint
 ])

@@ -5,11 +5,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from semid_udf.assign import bucket_stats, run_assign
 from semid_udf.config import EncodeConfig, PluginConfig
 from semid_udf.encode import CodeEncoder
 from semid_udf.errors import InputError
-from semid_udf.table import bucket_shifts, with_suffix
+from semid_udf.ids import bucket_shifts, bucket_stats, with_suffix
+from semid_udf.publish import run_assign
 
 from .conftest import clustered
 from .spark_helpers import config, table_rows, write_input
@@ -40,8 +40,8 @@ def test_table_matches_the_contract(spark, published):
     assert fields == [("item_id", "bigint"), ("sid_0", "int"), ("sid_1", "int"), ("sid_2", "int"),
                       ("sid_suffix", "int"), ("semantic_id", "string"), ("embedding_hash", "bigint"),
                       ("run_id", "string"), ("model_version", "string")]
-    parts = [r[0] for r in spark.sql("SHOW PARTITIONS contract.sids").collect()]
-    assert parts == [f"model_version={res.model_version}"]
+    parts = [r[0] for r in spark.sql("SHOW PARTITIONS contract.sids_data").collect()]
+    assert parts == [f"model_version={res.model_version}/run_id={res.run_id}"]
     rej = [f.name for f in spark.table("contract.sids_rejects").schema.fields]
     assert rej == ["item_id", "reason", "detail", "model_version", "run_id"]
 
@@ -187,10 +187,10 @@ def test_structural_errors_fail_before_writing(spark, tiny_blob, tmp_path):
     p2 = tmp_path / "strings"
     p2.mkdir()
     pq.write_table(pa.table({"item_id": [1], "embedding": [["a"]]}), p2 / "a.parquet")
-    with pytest.raises(InputError, match="expected array<float> \\(or array<double>\\), got array<string>"):
+    with pytest.raises(InputError, match="expected array<float> \\(or array<double>, .*\\), got array<string>"):
         run_assign(spark, config(), tiny_blob, table="err.b", input_path=str(p2), warehouse=wh)
     short = write_input(tmp_path / "short", [1, 2, 3], [[0.5] * 8] * 3)
-    with pytest.raises(InputError, match="expected length 16 .*got 8 for every row"):
+    with pytest.raises(InputError, match="expected length 16, got 8 for every row"):
         run_assign(spark, config(), tiny_blob, table="err.c", input_path=str(short), warehouse=wh)
     assert spark.table("err.c").count() == 0
     statuses = [r.status for r in spark.table("err.c_manifest").collect()]

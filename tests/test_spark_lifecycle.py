@@ -1,6 +1,7 @@
 """Model versions, append mode, sorted files, views and faults, in the shared session."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from pathlib import Path
 
@@ -8,14 +9,16 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from semid_udf.assign import Background, run_assign, session_conf
+from semid_udf.api import session_conf
+from semid_udf.publish import Background, run_assign
 from semid_udf.checkpoint import read_checkpoint, save_checkpoint
 from semid_udf.config import ModelConfig, TrainConfig
 from semid_udf.errors import UnsafeSettingError
 from semid_udf.train import fit
 
+from . import faults
 from .conftest import ROOT, clustered
-from .spark_helpers import config, table_rows, write_input
+from .spark_helpers import committed_files, config, table_rows, write_input
 
 pytestmark = pytest.mark.spark
 SIDS = ["sid_0", "sid_1", "sid_2"]
@@ -35,20 +38,20 @@ def vectors():
     return clustered(300, 16, seed=41, centers=6)
 
 
-def files_of(part: Path) -> dict[str, tuple[str, float]]:
-    return {p.name: (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime) for p in part.glob("*.parquet")}
+def files_of(files: list[Path]) -> dict[str, tuple[str, float]]:
+    return {str(p): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime) for p in files}
 
 
 def test_version_b_leaves_version_a_untouched(spark, tiny_blob, blob_b, vectors, tmp_path):
     inp = write_input(tmp_path / "in", list(range(300)), [list(map(float, v)) for v in vectors])
     wh = tmp_path / "wh"
     a = run_assign(spark, config(), tiny_blob, table="life.v", input_path=str(inp), warehouse=str(wh))
-    part_a = wh / "life.db" / "v" / f"model_version={a.model_version}"
+    part_a = committed_files(wh / "life.db", "v", a.model_version)
     before = files_of(part_a)
     assert before
     b = run_assign(spark, config(), blob_b, table="life.v", input_path=str(inp), warehouse=str(wh))
     assert a.model_version != b.model_version
-    assert files_of(part_a) == before
+    assert committed_files(wh / "life.db", "v", a.model_version) == part_a and files_of(part_a) == before
     versions = spark.table("life.v_versions").toPandas().set_index("model_version")
     assert set(versions.index) == {a.model_version, b.model_version}
     assert (versions.status == "complete").all() and (versions.rows_out == 300).all()
@@ -65,7 +68,7 @@ def test_files_are_sorted_by_codes(spark, tiny_blob, vectors, tmp_path):
     wh = tmp_path / "wh"
     res = run_assign(spark, config(output={"files_per_version": 3}), tiny_blob, table="lifes.s", input_path=str(inp),
                      warehouse=str(wh))
-    files = sorted((wh / "lifes.db" / "s" / f"model_version={res.model_version}").glob("*.parquet"))
+    files = committed_files(wh / "lifes.db", "s", res.model_version)
     assert len(files) >= 2
     ranges = []
     for f in files:
@@ -107,8 +110,17 @@ def test_append_keeps_published_rows_and_gives_new_items_fresh_ids(spark, tiny_b
     pd.testing.assert_frame_equal(spark.table("lifea.a").toPandas().sort_values("item_id").reset_index(drop=True), after)
 
 
-def _fault_cfg(factory):
-    return config(plugin={"factory": f"faults:{factory}", "method": "encode", "layout": "batch_major"})
+FAULT_CFG = config(plugin={"factory": "faults:controlled", "method": "encode", "layout": "batch_major"})
+
+
+@contextlib.contextmanager
+def fault(spark, mode):
+    """Jobs started meanwhile from this thread (and threads it starts) inject fault ``mode``."""
+    spark.sparkContext.setLocalProperty(faults.PROPERTY, mode)
+    try:
+        yield
+    finally:
+        spark.sparkContext.setLocalProperty(faults.PROPERTY, None)
 
 
 @pytest.fixture(scope="module")
@@ -116,13 +128,14 @@ def faults_shipped(spark):
     spark.sparkContext.addPyFile(str(ROOT / "tests" / "faults.py"))
 
 
-@pytest.mark.parametrize("factory", ["raise_first_attempt", "kill_first_attempt"])
-def test_task_faults_are_retried_to_the_exact_table(spark, tiny_blob, vectors, tmp_path, faults_shipped, factory):
+@pytest.mark.parametrize("mode", ["raise_first_attempt", "kill_first_attempt"])
+def test_task_faults_are_retried_to_the_exact_table(spark, tiny_blob, vectors, tmp_path, faults_shipped, mode):
     inp = write_input(tmp_path / "in", list(range(300)), [list(map(float, v)) for v in vectors], files=2)
     wh = str(tmp_path / "wh")
-    db = f"f_{factory}"
+    db = f"f_{mode}"
     clean = run_assign(spark, config(), tiny_blob, table=f"{db}.clean", input_path=str(inp), warehouse=wh)
-    res = run_assign(spark, _fault_cfg(factory), tiny_blob, table=f"{db}.faulty", input_path=str(inp), warehouse=wh)
+    with fault(spark, mode):
+        res = run_assign(spark, FAULT_CFG, tiny_blob, table=f"{db}.faulty", input_path=str(inp), warehouse=wh)
     assert res.rows_out == 300 and res.rows_rejected == 0
     pd.testing.assert_frame_equal(table_rows(spark, f"{db}.faulty", res.model_version),
                                   table_rows(spark, f"{db}.clean", clean.model_version))
@@ -131,10 +144,10 @@ def test_task_faults_are_retried_to_the_exact_table(spark, tiny_blob, vectors, t
 def test_permanent_failure_keeps_the_previous_table(spark, tiny_blob, vectors, tmp_path, faults_shipped):
     inp = write_input(tmp_path / "in", list(range(300)), [list(map(float, v)) for v in vectors], files=2)
     wh = str(tmp_path / "wh")
-    ok = run_assign(spark, config(), tiny_blob, table="fperm.perm", input_path=str(inp), warehouse=wh)
+    ok = run_assign(spark, FAULT_CFG, tiny_blob, table="fperm.perm", input_path=str(inp), warehouse=wh)
     before = table_rows(spark, "fperm.perm", ok.model_version)
-    with pytest.raises(Exception, match="injected permanent fault"):
-        run_assign(spark, _fault_cfg("always_raise"), tiny_blob, table="fperm.perm", input_path=str(inp), warehouse=wh,
+    with fault(spark, "always_raise"), pytest.raises(Exception, match="injected permanent fault"):
+        run_assign(spark, FAULT_CFG, tiny_blob, table="fperm.perm", input_path=str(inp), warehouse=wh,
                    run_id="doomed-run")
     pd.testing.assert_frame_equal(table_rows(spark, "fperm.perm", ok.model_version), before)
     statuses = {r.status for r in spark.table("fperm.perm_manifest").where("run_id = 'doomed-run'").collect()}
@@ -166,7 +179,7 @@ def test_background_action_is_running_before_the_metastore_work_starts(spark):
     """run_assign starts the metastore work once the encode's first job exists (wait_started);
     an action that fails before it has a job must not leave that wait hanging."""
     sc = spark.sparkContext
-    bg = Background(sc, "a job", lambda: spark.range(0, 1000, 1, 2).selectExpr("sum(id)").collect())
+    bg = Background(spark, "a job", lambda: spark.range(0, 1000, 1, 2).selectExpr("sum(id)").collect())
     bg.wait_started()
     assert sc.statusTracker().getJobIdsForGroup(bg.group)
     bg.wait()
@@ -174,7 +187,7 @@ def test_background_action_is_running_before_the_metastore_work_starts(spark):
     def fails() -> None:
         raise ValueError("no job for this one")
 
-    bg = Background(sc, "no job", fails)
+    bg = Background(spark, "no job", fails)
     bg.wait_started()
     assert not sc.statusTracker().getJobIdsForGroup(bg.group)
     with pytest.raises(ValueError, match="no job for this one"):

@@ -1,0 +1,403 @@
+"""Publishing is all-or-nothing: runs killed at each step boundary leave exactly the last
+commit readable (through the views in a new session, DuckDB and pandas); a model version
+stays bound to one model; one writer at a time; bounded failures; odd paths and names."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from semid_udf.checkpoint import read_checkpoint, save_checkpoint
+from semid_udf.config import ModelConfig, TrainConfig
+from semid_udf.errors import CheckpointError, ConfigError, LockError, ReconcileError
+from semid_udf.publish import run_assign
+from semid_udf.train import fit
+
+from .conftest import ROOT, clustered
+from .spark_helpers import config, published_files, table_rows, write_input
+
+pytestmark = pytest.mark.spark
+BIN = Path(sys.executable).parent
+
+
+def start(args, wh: Path, tag: str, logs: Path | None = None, remote: str | None = None, **env_extra):
+    """semid-assign in its own process group (a Spark Connect client when ``remote``); logs
+    to files (a full pipe would block it)."""
+    env = dict(os.environ, PYSPARK_PYTHON=sys.executable, **env_extra)
+    env.pop("SPARK_REMOTE", None)
+    if remote:
+        env["SPARK_REMOTE"] = remote
+    logs = logs or wh.parent
+    out, err = logs / f"{tag}.out", logs / f"{tag}.err"
+    p = subprocess.Popen([str(BIN / "semid-assign"), *args, "--warehouse", str(wh)], cwd=ROOT, env=env,
+                         stdout=open(out, "w"), stderr=open(err, "w"), start_new_session=True)
+    p.err_path = err  # type: ignore[attr-defined]
+    return p
+
+
+def wait_for(p, text: str, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if text in p.err_path.read_text():
+            return
+        if p.poll() is not None:
+            raise AssertionError(f"exited ({p.returncode}) before {text!r}: " + p.err_path.read_text()[-3000:])
+        time.sleep(0.05)
+    raise AssertionError(f"no {text!r} within {timeout} s: " + p.err_path.read_text()[-3000:])
+
+
+def kill(p) -> None:
+    os.killpg(p.pid, signal.SIGKILL)  # the driver and its JVM
+    p.wait()
+
+
+def read_views(wh: Path, table: str) -> dict:
+    """The table, its _latest view and its _versions view, from a new process and session."""
+    code = f"""
+import json, sys
+from semid_udf.session import build_session
+s = build_session("reader", {{"spark.ui.enabled": "false"}}, {str(wh)!r})
+t = sorted((r.item_id, r.semantic_id) for r in s.table({table!r}).collect())
+latest = sorted((r.item_id, r.semantic_id) for r in s.table({table + '_latest'!r}).collect())
+versions = [r.asDict() for r in s.table({table + '_versions'!r}).select("model_version", "status").collect()]
+sys.stdout.write("VIEWS " + json.dumps({{"table": t, "latest": latest, "versions": versions}}) + "\\n")
+"""
+    env = dict(os.environ, PYSPARK_PYTHON=sys.executable)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=wh.parent,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    line = next(x for x in r.stdout.splitlines() if x.startswith("VIEWS "))
+    out = json.loads(line[len("VIEWS "):])
+    out["table"] = [tuple(x) for x in out["table"]]
+    out["latest"] = [tuple(x) for x in out["latest"]]
+    return out
+
+
+def read_files(wh: Path, table: str, monkeypatch, folder: Path | None = None) -> dict[str, list]:
+    """The README's DuckDB and pandas recipes (the files the manifest names), run as written;
+    ``folder``: where the tables' folders are (default: the database's in the warehouse)."""
+    import re
+
+    import duckdb
+
+    db, name = table.split(".")[-2:]
+    text = (ROOT / "README.md").read_text()
+    prefix = f"{folder}/{name}" if folder else f"{wh}/{db}.db/{name}"
+    rename = lambda s: s.replace("wh/recsys.db/semantic_ids", prefix)  # noqa: E731
+    duck = rename(re.findall(r"```sql duckdb\n(.*?)```", text, flags=re.S)[0])
+    con = duckdb.connect()
+    last = None
+    for q in [s.strip() for s in "\n".join(x for x in duck.splitlines() if not x.strip().startswith("--")).split(";")
+              if s.strip()]:
+        last = con.execute(q.replace("item_id = 1000042", "true")).fetchall()
+    ns: dict = {}
+    exec(rename(re.findall(r"```python pandas\n(.*?)```", text, flags=re.S)[0]), ns)
+    return {"duckdb": sorted(last), "pandas": sorted(zip(ns["ids"].item_id.tolist(), ns["ids"].semantic_id.tolist()))}
+
+
+@pytest.fixture(scope="module")
+def two_inputs(tmp_path_factory):
+    """Input A (items 0-299) and B (items 100-399, other vectors): a run's state shows which."""
+    root = tmp_path_factory.mktemp("kills")
+    x = clustered(400, 16, seed=91)
+    a = write_input(root / "a", list(range(300)), [list(map(float, v)) for v in x[:300]])
+    b = write_input(root / "b", list(range(100, 400)), [list(map(float, v)) for v in x[100:]])
+    return root, a, b
+
+
+def connect_views(url: str, table: str) -> dict:
+    """The table and its views from a new Spark Connect session."""
+    from pyspark.sql.connect.session import SparkSession
+
+    s = SparkSession.builder.remote(url).create()
+    try:
+        return {"table": sorted((r.item_id, r.semantic_id) for r in s.table(table).collect()),
+                "latest": sorted((r.item_id, r.semantic_id) for r in s.table(f"{table}_latest").collect()),
+                "versions": [r.asDict() for r in s.table(f"{table}_versions").select("model_version", "status")
+                             .collect()]}
+    finally:
+        s.stop()
+
+
+# Where a run is killed: paused at the stage (SEMID_FAILPOINT) before the table write, after
+# it, right before the manifest row that commits it, and right after.
+BEFORE_COMMIT = ["writing 300 rows", "reconciling counts", "committing"]
+
+
+def test_kills_at_every_step_boundary_leave_exactly_the_last_commit(connect_url, tiny_checkpoint, two_inputs,
+                                                                      tmp_path, monkeypatch):
+    """The runs are Spark Connect clients of one server (its metastore outlives them), killed
+    at each boundary; after each kill a new session, DuckDB and pandas read the table."""
+    root, a, b = two_inputs
+    wh = tmp_path / "wh"
+    base = ["--checkpoint", str(tiny_checkpoint), "--table", "kc.ids", "--set", "encode.micro_batch=64"]
+    first = start(["--input", str(a), *base], wh, "first", remote=connect_url)
+    assert first.wait(timeout=600) == 0, first.err_path.read_text()[-3000:]
+    state_a = connect_views(connect_url, "kc.ids")
+    assert [i for i, _ in state_a["table"]] == list(range(300))
+
+    def check(expected: list, status: str) -> None:
+        views, files = connect_views(connect_url, "kc.ids"), read_files(wh, "kc.ids", monkeypatch)
+        assert views["table"] == expected
+        assert views["latest"] == views["table"] == files["duckdb"] == files["pandas"]
+        assert {v["status"] for v in views["versions"]} == {status}
+
+    for k, point in enumerate(BEFORE_COMMIT):
+        p = start(["--input", str(b), *base], wh, f"kill{k}", remote=connect_url, SEMID_FAILPOINT=point)
+        wait_for(p, f"failpoint: paused at {point}")
+        kill(p)
+        check(state_a["table"], "partial")
+    p = start(["--input", str(b), *base], wh, "after", remote=connect_url,
+              SEMID_FAILPOINT="removing what no commit uses")
+    wait_for(p, "failpoint: paused at removing")
+    kill(p)  # after the commit, before the clean-up
+    state_b = connect_views(connect_url, "kc.ids")
+    assert [i for i, _ in state_b["table"]] == list(range(100, 400))
+    check(state_b["table"], "complete")
+
+    final = start(["--input", str(b), *base], wh, "final", remote=connect_url)  # cleans up after all of them
+    assert final.wait(timeout=600) == 0, final.err_path.read_text()[-3000:]
+    assert [i for i, _ in connect_views(connect_url, "kc.ids")["table"]] == list(range(100, 400))
+    parts = sorted(p.name for p in (wh / "kc.db" / "ids_data").glob("model_version=*/run_id=*"))
+    assert len(parts) == 1, parts  # what the killed runs and the replaced run left is gone
+
+
+def test_a_classic_driver_killed_with_its_jvm_during_the_write(tiny_checkpoint, two_inputs, tmp_path, monkeypatch):
+    """A classic run's process and JVM killed while Spark writes the run's files: a new
+    process reads the last commit through the views; DuckDB and pandas agree."""
+    root, a, b = two_inputs
+    wh = tmp_path / "wh"
+    base = ["--checkpoint", str(tiny_checkpoint), "--table", "k.ids", "--set", "encode.micro_batch=64"]
+    first = start(["--input", str(a), *base], wh, "first")
+    assert first.wait(timeout=600) == 0, first.err_path.read_text()[-3000:]
+    p = start(["--input", str(b), *base], wh, "during")
+    wait_for(p, "writing 300 rows")
+    time.sleep(0.3)
+    kill(p)
+    views, files = read_views(wh, "k.ids"), read_files(wh, "k.ids", monkeypatch)
+    assert [i for i, _ in views["table"]] == list(range(300))
+    assert views["latest"] == views["table"] == files["duckdb"] == files["pandas"]
+    assert {v["status"] for v in views["versions"]} == {"partial"}
+
+
+def test_a_reconcile_error_keeps_the_last_commit(spark, tiny_blob, two_inputs, tmp_path, monkeypatch):
+    root, a, b = two_inputs
+    wh = str(tmp_path / "wh")
+    ok = run_assign(spark, config(), tiny_blob, table="rec.ids", input_path=str(a), warehouse=wh)
+    before = table_rows(spark, "rec.ids", ok.model_version)
+    import semid_udf.publish as pub
+
+    real = pub._write_segment
+
+    def short(spark_, qname, version, run_id, df, timeout):  # lose a row on the way: the counts cannot reconcile
+        return real(spark_, qname, version, run_id, df.limit(299) if "_data" in qname else df, timeout)
+
+    monkeypatch.setattr(pub, "_write_segment", short)
+    with pytest.raises(ReconcileError, match="counts: expected rows_in 300"):
+        run_assign(spark, config(), tiny_blob, table="rec.ids", input_path=str(b), warehouse=wh)
+    import pandas as pd
+
+    pd.testing.assert_frame_equal(table_rows(spark, "rec.ids", ok.model_version), before)
+    assert spark.table("rec.ids_latest").count() == 300
+    assert published_files(Path(wh), "rec.ids")["item_id"] == list(range(300))
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """Two checkpoints named by the same explicit version: another beam, other weights."""
+    root = tmp_path_factory.mktemp("bind")
+    x = clustered(2000, 16, seed=92)
+    m1, meta = fit(x, ModelConfig(hidden_dims=(32,), latent_dim=8, levels=3, codebook_size=16, beam=2),
+                   TrainConfig(epochs=2, batch_size=256, kmeans_iters=5, seed=1))
+    save_checkpoint(m1, m1.cfg, root / "v1", training=meta, model_version="shared-name")
+    cfg = json.loads((root / "v1" / "config.json").read_text())
+    shutil.copytree(root / "v1", root / "beam1")
+    cfg["model"]["beam"] = 1  # config.json edited: same weights, another encoder
+    (root / "beam1" / "config.json").write_text(json.dumps(cfg))
+    m2, meta2 = fit(x, ModelConfig(hidden_dims=(32,), latent_dim=8, levels=3, codebook_size=16, beam=2),
+                    TrainConfig(epochs=2, batch_size=256, kmeans_iters=5, seed=2))
+    save_checkpoint(m2, m2.cfg, root / "other", training=meta2, model_version="shared-name")
+    return {k: read_checkpoint(root / k) for k in ("v1", "beam1", "other")}
+
+
+def test_a_version_stays_bound_to_its_model(spark, models, two_inputs, tmp_path):
+    root, a, b = two_inputs
+    wh = str(tmp_path / "wh")
+    run_assign(spark, config(), models["v1"], table="bind.ids", input_path=str(a), warehouse=wh)
+    runs = spark.table("bind.ids_manifest").count()
+    for other in ("beam1", "other"):
+        for mode in ("full", "append"):
+            with pytest.raises(ConfigError, match="model version shared-name of .*bind.ids was published with another "
+                                                  "model"):
+                run_assign(spark, config(), models[other], table="bind.ids", input_path=str(b), warehouse=wh, mode=mode)
+    with pytest.raises(ConfigError, match="published with another model"):  # the micro-batch is part of it too
+        run_assign(spark, config(encode={"micro_batch": 32}), models["v1"], table="bind.ids", input_path=str(b),
+                   warehouse=wh)
+    assert spark.table("bind.ids_manifest").count() == runs  # refused before the run was even recorded
+    assert [r[0] for r in spark.sql("SELECT DISTINCT run_id FROM bind.ids").collect()] == [
+        spark.table("bind.ids_manifest").where("status = 'complete'").first()["run_id"]]
+
+
+def test_append_needs_a_published_version(spark, tiny_blob, two_inputs, tmp_path):
+    root, a, b = two_inputs
+    with pytest.raises(ConfigError, match="--mode append: model version .* has no complete run in app.ids"):
+        run_assign(spark, config(), tiny_blob, table="app.ids", input_path=str(a), warehouse=str(tmp_path / "wh"),
+                   mode="append")
+    assert not spark.catalog.tableExists("app.ids")
+
+
+def test_a_model_that_cannot_be_built_fails_before_any_table(spark, tiny_checkpoint, two_inputs, tmp_path):
+    root, a, b = two_inputs
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_checkpoint, bad)
+    cfg = json.loads((bad / "config.json").read_text())
+    cfg["model"]["levels"] = 2
+    cfg["model_version_source"] = "explicit"
+    (bad / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match=r"size mismatch for quantizer.codebooks: copying a param with shape "
+                                              r"torch.Size\(\[3, 16, 8\]\)"):
+        run_assign(spark, config(), read_checkpoint(bad), table="nobuild.ids", input_path=str(a),
+                   warehouse=str(tmp_path / "wh"))
+    assert not spark.catalog.databaseExists("nobuild")
+
+
+def test_a_malformed_weights_file_is_named(tiny_checkpoint, tmp_path):
+    import hashlib
+
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_checkpoint, bad)
+    w = bytearray((bad / "model.safetensors").read_bytes())
+    w[9:20] = b"@@@@@@@@@@@"  # the JSON header broken; the sha256 in config.json updated to match
+    (bad / "model.safetensors").write_bytes(bytes(w))
+    cfg = json.loads((bad / "config.json").read_text())
+    cfg["weights_sha256"] = hashlib.sha256(bytes(w)).hexdigest()
+    (bad / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match=f"{bad / 'model.safetensors'}: not a valid safetensors file"):
+        read_checkpoint(bad)
+
+
+def test_a_warehouse_path_with_spaces_and_mixed_case_names(spark, tiny_blob, two_inputs, tmp_path):
+    root, a, b = two_inputs
+    wh = tmp_path / "wh 7 space"
+    res = run_assign(spark, config(), tiny_blob, table="Recsys.SID", input_path=str(a), warehouse=str(wh))
+    assert res.table == "recsys.sid" and (wh / "recsys.db" / "sid_data").is_dir()
+    again = run_assign(spark, config(), tiny_blob, table="recsys.sid", input_path=str(b), warehouse=str(wh))
+    assert again.rows_out == 300
+    assert published_files(wh, "recsys.sid")["item_id"] == list(range(100, 400))
+
+
+def test_a_second_writer_of_a_version_waits_then_fails_naming_the_holder(spark, tiny_blob, two_inputs, tmp_path):
+    from semid_udf.catalog import TableName, ensure_database
+    from semid_udf.locks import VersionLock
+
+    root, a, b = two_inputs
+    wh = str(tmp_path / "wh")
+    name = TableName.parse("lk.ids")
+    ensure_database(spark, name, wh)
+    holder = VersionLock(spark, name, tiny_blob.model_version, "the-other-run", 0)
+    holder.acquire()
+    try:
+        t = time.monotonic()
+        with pytest.raises(LockError, match=r"another run is writing it: run the-other-run \(host .*, pid "
+                                            rf"{os.getpid()}.*waited 2 s \(output.lock_wait_s\)"):
+            run_assign(spark, config(output={"lock_wait_s": 2}), tiny_blob, table="lk.ids", input_path=str(a),
+                       warehouse=wh)
+        assert 2 <= time.monotonic() - t < 60
+    finally:
+        holder.release()
+    # a lock left by a process that no longer exists is taken over at once
+    spark.sql(f"CREATE VIEW {holder.qview} TBLPROPERTIES ('semid.run_id' = 'killed', 'semid.host' = "
+              f"'{__import__('socket').gethostname()}', 'semid.pid' = '999999999', 'semid.pid_start' = '1', "
+              f"'semid.heartbeat' = '{time.time():.0f}') AS SELECT 1 AS x")
+    res = run_assign(spark, config(output={"lock_wait_s": 0}), tiny_blob, table="lk.ids", input_path=str(a),
+                     warehouse=wh)
+    assert res.rows_out == 300 and not spark.catalog.tableExists(holder.view)
+
+
+def test_two_processes_on_one_warehouse(tiny_checkpoint, two_inputs, tmp_path):
+    """The embedded metastore admits one process: the second waits (bounded), then says why."""
+    root, a, b = two_inputs
+    wh = tmp_path / "wh"
+    base = ["--checkpoint", str(tiny_checkpoint), "--table", "two.ids", "--set", "encode.micro_batch=64"]
+    first = start(["--input", str(a), *base], wh, "first", SEMID_FAILPOINT="encoding: validating")
+    wait_for(first, "failpoint: paused at encoding")
+    t = time.monotonic()
+    second = start(["--input", str(b), *base, "--set", "output.lock_wait_s=3"], wh, "second")
+    assert second.wait(timeout=300) == 2
+    err = second.err_path.read_text().strip().splitlines()[-1]
+    assert err.startswith("semid-assign: error: warehouse ") and "is in use by another process: run " in err
+    assert f"pid {first.pid}" in err and "waited 3 s (output.lock_wait_s)" in err
+    assert time.monotonic() - t < 120
+    kill(first)
+
+
+def test_a_full_disk_ends_the_run_with_an_error(tiny_checkpoint, two_inputs, tmp_path):
+    """A warehouse on a 40 MB file system: the run fails within its bounds and says why."""
+    root, a, b = two_inputs
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a small file system here: {r.stderr.strip()}")
+    try:
+        (mnt / "filler").write_bytes(b"\0" * (37 << 20))  # leave less than the metastore needs (about 4 MB)
+        t = time.monotonic()
+        p = start(["--input", str(a), "--checkpoint", str(tiny_checkpoint), "--table", "full.ids",
+                   "--set", "output.metastore_timeout_s=60"], mnt / "wh", "full", logs=tmp_path)
+        try:
+            code = p.wait(timeout=600)
+        finally:
+            if p.poll() is None:
+                kill(p)
+        assert code != 0 and time.monotonic() - t < 400
+        last = p.err_path.read_text().strip().splitlines()[-1]
+        assert last.startswith("semid-assign: error: "), last
+        assert re.search(r"the file system has \d+ MB free, too little|no answer after 60 s", last), last
+        manifest = mnt / "wh" / "full.db" / "ids_manifest"
+        if manifest.exists():  # nothing was committed
+            import pyarrow.dataset as ds
+
+            assert "complete" not in ds.dataset(manifest, format="parquet").to_table().column("status").to_pylist()
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_external_tables_at_a_location_outside_the_warehouse_with_a_three_part_name(spark, tiny_blob, two_inputs,
+                                                                                      tmp_path, monkeypatch):
+    """Unity Catalog's shape: catalog.schema.table, Parquet only as external tables at a LOCATION."""
+    root, a, b = two_inputs
+    wh, loc = tmp_path / "wh", tmp_path / "elsewhere" / "semid"
+    for inp in (a, b):
+        run_assign(spark, config(), tiny_blob, table="spark_catalog.uc.ids", input_path=str(inp), warehouse=str(wh),
+                   location=str(loc))
+    fresh = spark.newSession()  # its own SQL state; the catalog and the files are all it shares
+    table = sorted((r.item_id, r.semantic_id) for r in fresh.table("spark_catalog.uc.ids").collect())
+    assert [i for i, _ in table] == list(range(100, 400))
+    files = read_files(wh, "uc.ids", monkeypatch, folder=loc)
+    assert files["duckdb"] == files["pandas"] == table
+    assert sorted(p.name for p in loc.iterdir()) == ["ids_data", "ids_manifest", "ids_rejects"]
+    assert not (wh / "uc.db" / "ids_data").exists()
+    runs = list((loc / "ids_data").glob("model_version=*/run_id=*"))
+    assert len(runs) == 1  # the replaced run's files are gone too (an external table keeps them on DROP PARTITION)
+    kinds = [fresh.catalog.getTable(f"spark_catalog.uc.ids{x}").tableType for x in ("_data", "_rejects", "_manifest", "")]
+    assert kinds == ["EXTERNAL", "EXTERNAL", "EXTERNAL", "VIEW"]
+
+
+def test_table_names_are_parsed_and_normalised():
+    from semid_udf.catalog import TableName
+
+    assert TableName.parse("Main.RecSys.SIDs") == TableName("main", "recsys", "sids")
+    assert TableName.parse("recsys.sids").q("_data") == "`recsys`.`sids_data`"
+    assert TableName.parse("main.recsys.sids").q() == "`main`.`recsys`.`sids`"
+    assert TableName.parse("sids") == TableName(None, "default", "sids")
+    for bad in ("a.b.c.d", "a..b", "1a.b", "a b.c", "a.b-c", ""):
+        with pytest.raises(ConfigError, match="expected DB.NAME or CATALOG.DB.NAME"):
+            TableName.parse(bad)
