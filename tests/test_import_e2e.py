@@ -1,0 +1,130 @@
+"""The bring-your-own-RQ-VAE example end to end, through the console scripts: train.py saves a
+.pt, semid-import probes and converts it, semid-assign publishes the table, whose codes are
+the model's own for every item; the batch-dependent variant is refused; an executor that
+cannot import the factory's module fails with one line that says how to ship it."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from .conftest import ROOT
+
+pytestmark = pytest.mark.spark
+BIN = Path(sys.executable).parent
+EXAMPLE = ROOT / "examples" / "byo_rqvae"
+DIM, LEVELS, CODEBOOK = 32, 3, 32
+
+
+def published_ids(wh: Path, table: str, model_version: str) -> dict[int, tuple[int, ...]]:
+    """item_id -> (sid_0, ..., sid_{L-1}) as published for one model version, read straight from
+    the files with DuckDB (no Spark): the version's latest complete manifest row lists the data
+    files (relative to ``<name>_data``) that make up the version."""
+    import duckdb
+
+    db, name = table.split(".")
+    root = wh / f"{db}.db"
+    commits = duckdb.sql(
+        f"SELECT files FROM read_parquet('{root / (name + '_manifest')}/*.parquet') "
+        f"WHERE status = 'complete' AND model_version = '{model_version}' ORDER BY seq DESC LIMIT 1").fetchall()
+    assert commits, f"no complete run of {model_version} in {table}'s manifest"
+    files = [str(root / f"{name}_data" / f) for f in commits[0][0]]
+    sids = ", ".join(f"sid_{i}" for i in range(LEVELS))
+    rows = duckdb.sql(f"SELECT item_id, {sids} FROM read_parquet({files!r})").fetchall()
+    out = {int(r[0]): tuple(int(v) for v in r[1:]) for r in rows}
+    assert len(out) == len(rows), "an item_id appears twice"
+    return out
+
+
+def run(cmd, cwd: Path, pythonpath: str | None = str(EXAMPLE), timeout: int = 600) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYSPARK_PYTHON=sys.executable, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    env.pop("PYTHONPATH", None)
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def import_args(weights: Path, factory: str, sample: Path, checkpoint: Path) -> list[str]:
+    return [str(BIN / "semid-import"), "--weights", str(weights), "--key", "model", "--factory", factory,
+            "--method", "get_codes", "--input-dim", str(DIM), "--levels", str(LEVELS),
+            "--codebook-size", str(CODEBOOK), "--sample", str(sample), "--checkpoint", str(checkpoint)]
+
+
+def model_codes(weights: Path, x: np.ndarray) -> np.ndarray:
+    """The model's own codes, computed here with the example's module (not through semid)."""
+    sys.path.insert(0, str(EXAMPLE))
+    try:
+        import rqvae
+
+        state = torch.load(weights, map_location="cpu", weights_only=True)["model"]
+        model = rqvae.build({"model": {"input_dim": DIM, "levels": LEVELS, "codebook_size": CODEBOOK}}, state).eval()
+        with torch.inference_mode():
+            return model.get_codes(torch.from_numpy(x)).numpy()
+    finally:
+        sys.path.remove(str(EXAMPLE))
+        sys.modules.pop("rqvae", None)
+
+
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory):
+    """The example trained and imported once: (work dir, model.pt, input dir, checkpoint, embeddings)."""
+    work = tmp_path_factory.mktemp("byo")
+    t = run([sys.executable, str(EXAMPLE / "train.py"), "--out", "model.pt", "--rows", "2000", "--epochs", "2"],
+            cwd=work)
+    assert t.returncode == 0, t.stderr[-3000:]
+    rng = np.random.default_rng(17)
+    centres = rng.normal(size=(20, DIM)).astype(np.float32)
+    x = (centres[rng.integers(0, 20, 300)] + 0.3 * rng.normal(size=(300, DIM))).astype(np.float32)
+    inp = work / "input"
+    inp.mkdir()
+    for part, idx in enumerate(np.array_split(np.arange(300), 2)):
+        pq.write_table(pa.table({"item_id": pa.array(idx + 5000, pa.int64()),
+                                 "embedding": pa.array([list(map(float, v)) for v in x[idx]], pa.list_(pa.float32()))}),
+                       inp / f"part-{part}.parquet")
+    p = run(import_args(work / "model.pt", "rqvae:build", inp, work / "ck"), cwd=work)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "layout           batch_major (detected)" in p.stdout
+    return work, work / "model.pt", inp, work / "ck", x
+
+
+def test_the_example_end_to_end_gives_the_models_own_codes(imported):
+    work, weights, inp, ck, x = imported
+    version = json.loads((ck / "config.json").read_text())["model_version"]
+    a = run([str(BIN / "semid-assign"), "--input", str(inp), "--checkpoint", str(ck), "--table", "byo.ids",
+             "--warehouse", str(work / "wh")], cwd=work)
+    assert a.returncode == 0, a.stderr[-3000:]
+    assert "rows in          300" in a.stdout
+    expected = {5000 + i: tuple(int(v) for v in row) for i, row in enumerate(model_codes(weights, x))}
+    assert published_ids(work / "wh", "byo.ids", version) == expected
+
+
+def test_the_batch_dependent_variant_is_refused_with_one_line(imported):
+    work, weights, inp, _, _ = imported
+    p = run(import_args(weights, "rqvae_batch_dependent:build", inp, work / "refused"), cwd=work)
+    assert p.returncode == 2, p.stderr[-3000:]
+    lines = p.stderr.strip().splitlines()
+    last = lines[-1]
+    assert last.startswith("semid-import: error: probe: codes depend on the batch: item "), last
+    assert ", level " in last and "batches of 7 rows" in last
+    assert not any(ln.startswith("Traceback") for ln in lines)
+    assert not (work / "refused").exists()
+
+
+def test_an_executor_that_cannot_import_the_factory_says_how_to_ship_it(imported):
+    work, _, inp, ck, _ = imported
+    a = run([str(BIN / "semid-assign"), "--input", str(inp), "--checkpoint", str(ck), "--table", "byo.noimport",
+             "--warehouse", str(work / "wh_noimport")], cwd=work, pythonpath=None)
+    assert a.returncode != 0
+    last = a.stderr.strip().splitlines()[-1]
+    assert last.startswith("semid-assign: error: "), a.stderr[-3000:]
+    assert "plugin.factory 'rqvae:build': cannot import module 'rqvae'" in last, last
+    for needle in ("wheel", "--py-files", "spark.addArtifacts(FILE.py, pyfile=True)"):
+        assert needle in last, needle
