@@ -1,0 +1,108 @@
+"""semid-export: tokens decode back to the table's IDs, prefixes agree with the table, the
+vocabulary and manifest are right, and a rerun gives the same bytes."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from semid_udf.catalog import TableName
+from semid_udf.export import export
+from semid_udf.publish import run_assign
+
+from .conftest import ROOT, clustered
+from .spark_helpers import config, published_files, write_input
+
+pytestmark = pytest.mark.spark
+BIN = Path(sys.executable).parent
+L, K = 3, 16
+
+
+@pytest.fixture(scope="module")
+def exported(spark, tiny_blob, tmp_path_factory):
+    root = tmp_path_factory.mktemp("export")
+    x = clustered(500, 16, seed=101, centers=6)  # few clusters: buckets share prefixes, suffixes > 0
+    inp = write_input(root / "in", list(range(7000, 7500)), [list(map(float, v)) for v in x])
+    res = run_assign(spark, config(), tiny_blob, table="exp.ids", input_path=str(inp), warehouse=str(root / "wh"))
+    m = export(spark, TableName.parse("exp.ids"), str(root / "out"))
+    return root, res, m, published_files(root / "wh", "exp.ids")
+
+
+def read(root: Path, part: str) -> dict:
+    return pq.read_table(sorted((root / part).glob("*.parquet"))).to_pydict()
+
+
+def test_tokens_decode_back_to_every_items_id(exported):
+    root, res, m, table = exported
+    tok = read(root / "out", "tokens")
+    assert sorted(tok["item_id"]) == table["item_id"] and m["items"] == len(table["item_id"])
+    by_id = {i: k for k, i in enumerate(table["item_id"])}
+    for item, tokens, sid in zip(tok["item_id"], tok["tokens"], tok["semantic_id"]):
+        k = by_id[item]
+        codes = [t - level * K for level, t in enumerate(tokens[:L])]
+        assert codes == [table[f"sid_{i}"][k] for i in range(L)] and all(0 <= c < K for c in codes)
+        assert tokens[L] - L * K == table["sid_suffix"][k] and len(tokens) == L + 1
+        assert sid == table["semantic_id"][k] == "-".join(map(str, codes + [tokens[L] - L * K]))
+
+
+def test_every_prefix_lists_exactly_what_follows_it_and_how_many_items(exported):
+    root, res, m, table = exported
+    pre = read(root / "out", "prefixes")
+    seqs = [[table[f"sid_{i}"][k] + i * K for i in range(L)] + [table["sid_suffix"][k] + L * K]
+            for k in range(len(table["item_id"]))]
+    expected: dict[tuple, tuple[set, int]] = {}
+    for s in seqs:
+        for length in range(L + 1):
+            nxt, n = expected.get(tuple(s[:length]), (set(), 0))
+            expected[tuple(s[:length])] = (nxt | {s[length]}, n + 1)
+    got = {tuple(p): (nx, n) for p, nx, n in zip(pre["prefix"], pre["next"], pre["items"])}
+    assert len(got) == len(pre["prefix"]) == m["prefixes"]  # one row per prefix
+    assert {p: (sorted(nx), n) for p, (nx, n) in expected.items()} == got
+    assert got[()][1] == len(seqs) and max(len(v[0]) for k, v in got.items() if len(k) == L) > 1
+
+
+def test_vocabulary_and_manifest(exported):
+    root, res, m, table = exported
+    vocab = json.loads((root / "out" / "vocab.json").read_text())
+    top = max(table["sid_suffix"])
+    assert vocab["model_version"] == res.model_version and vocab["levels"] == L and vocab["codebook_size"] == K
+    assert vocab["offsets"] == {"level_0": 0, "level_1": K, "level_2": 2 * K, "suffix": L * K}
+    assert vocab["max_suffix"] == top and vocab["vocab_size"] == L * K + top + 1
+    assert vocab["commit"]["run_id"] == res.run_id
+    on_disk = json.loads((root / "out" / "manifest.json").read_text())
+    assert on_disk == m
+    paths = sorted(str(p.relative_to(root / "out")) for p in (root / "out").rglob("*") if p.is_file()
+                   and p.name != "manifest.json")
+    assert sorted(f["path"] for f in m["files"]) == paths
+    for f in m["files"]:
+        data = (root / "out" / f["path"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == f["sha256"] and len(data) == f["bytes"]
+
+
+def test_the_command_gives_the_same_bytes_twice(tiny_checkpoint, tmp_path):
+    x = clustered(300, 16, seed=102, centers=5)
+    inp = write_input(tmp_path / "in", list(range(300)), [list(map(float, v)) for v in x])
+    env = dict(os.environ, PYSPARK_PYTHON=sys.executable)
+    env.pop("SPARK_REMOTE", None)
+    wh = tmp_path / "wh"
+
+    def run(*args):
+        r = subprocess.run([str(BIN / args[0]), *args[1:]], capture_output=True, text=True, env=env, cwd=ROOT,
+                           timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+        return r
+
+    run("semid-assign", "--input", str(inp), "--checkpoint", str(tiny_checkpoint), "--table", "ex.ids",
+        "--warehouse", str(wh), "--set", "encode.micro_batch=64")
+    for out in ("one", "two"):
+        r = run("semid-export", "--table", "ex.ids", "--warehouse", str(wh), "--out", str(tmp_path / out))
+        assert "items 300" in r.stdout
+    one = {p.relative_to(tmp_path / "one"): p.read_bytes() for p in (tmp_path / "one").rglob("*") if p.is_file()}
+    two = {p.relative_to(tmp_path / "two"): p.read_bytes() for p in (tmp_path / "two").rglob("*") if p.is_file()}
+    assert one == two and len(one) >= 4
