@@ -33,6 +33,32 @@ def add_session(p: argparse.ArgumentParser) -> None:
                                     "default: the SPARK_REMOTE environment variable, else a classic session")
 
 
+def add_py_files(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--py-files", help="comma-separated .py/.zip files a plugin model needs: importable here and "
+                                      "shipped to the executors (spark.addArtifacts(..., pyfile=True) on Spark "
+                                      "Connect, addPyFile on a classic session)")
+
+
+def ship_py_files(spark, files: str | None) -> None:
+    """Make ``files`` importable in this process (the model is built here first) and on the
+    executors."""
+    if not files:
+        return
+    from semid_udf.errors import ConfigError
+    from semid_udf.files import is_connect
+
+    for f in [x.strip() for x in files.split(",") if x.strip()]:
+        path = Path(f).resolve()
+        if not path.is_file():
+            raise ConfigError(f"--py-files: expected a .py or .zip file, got {f!r} (not found)")
+        sys.path.insert(0, str(path.parent if path.suffix == ".py" else path))
+        if is_connect(spark):
+            spark.addArtifacts(str(path), pyfile=True)
+        else:
+            spark.sparkContext.addPyFile(str(path))  # classic sessions only (checked above)
+        log.info("shipped %s to the executors", path)
+
+
 def add_input(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--input", help="Parquet dataset (file or directory) of item ids and embeddings")

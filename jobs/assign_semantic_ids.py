@@ -17,6 +17,7 @@ def parser():
     p = _cli.base_parser(PROG, "Assign RQ-VAE semantic IDs to every item and publish the table.")
     _cli.add_input(p)
     _cli.add_session(p)
+    _cli.add_py_files(p)
     p.add_argument("--checkpoint", required=True, help="checkpoint directory (config.json + model.safetensors)")
     p.add_argument("--table", required=True, help="output table DB.NAME or CATALOG.DB.NAME")
     p.add_argument("--warehouse", help="warehouse directory (table location and local metastore)")
@@ -82,6 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_id = new_run_id()
     with _cli.warehouse_lock(cfg, args.warehouse, args.remote, run_id):
         spark = build_session(f"semid-assign {ckpt.model_version}", cfg.spark, args.warehouse, args.remote)
+        _cli.ship_py_files(spark, args.py_files)
         if args.stream:
             from semid_udf.stream import run_stream
 

@@ -119,8 +119,11 @@ def test_the_batch_dependent_variant_is_refused_with_one_line(imported):
 
 
 def test_an_executor_that_cannot_import_the_factory_says_how_to_ship_it(imported):
+    """The driver imports the module (it probes the model) but the executors cannot."""
     work, _, inp, ck, _ = imported
-    a = run([str(BIN / "semid-assign"), "--input", str(inp), "--checkpoint", str(ck), "--table", "byo.noimport",
+    driver_only = (f"import sys; sys.path.insert(0, {str(EXAMPLE)!r}); sys.argv[0] = 'semid-assign'; "
+                   "from jobs.assign_semantic_ids import cli; cli()")
+    a = run([sys.executable, "-c", driver_only, "--input", str(inp), "--checkpoint", str(ck), "--table", "byo.noimport",
              "--warehouse", str(work / "wh_noimport")], cwd=work, pythonpath=None)
     assert a.returncode != 0
     last = a.stderr.strip().splitlines()[-1]
@@ -128,3 +131,18 @@ def test_an_executor_that_cannot_import_the_factory_says_how_to_ship_it(imported
     assert "plugin.factory 'rqvae:build': cannot import module 'rqvae'" in last, last
     for needle in ("wheel", "--py-files", "spark.addArtifacts(FILE.py, pyfile=True)"):
         assert needle in last, needle
+
+
+def test_py_files_ships_the_factory_on_spark_connect(imported, connect_url):
+    """A Spark Connect client: --py-files adds the module with spark.addArtifacts(pyfile=True)."""
+    work, weights, inp, ck, x = imported
+    env_remote = dict(SPARK_REMOTE=connect_url)
+    cmd = [str(BIN / "semid-assign"), "--input", str(inp), "--checkpoint", str(ck), "--table", "byo.conn",
+           "--warehouse", str(work / "wh_conn"), "--py-files", str(EXAMPLE / "rqvae.py")]
+    env = dict(os.environ, PYSPARK_PYTHON=sys.executable, **env_remote)
+    env.pop("PYTHONPATH", None)
+    a = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    assert a.returncode == 0, a.stderr[-3000:]
+    version = json.loads((ck / "config.json").read_text())["model_version"]
+    expected = {5000 + i: tuple(int(v) for v in row) for i, row in enumerate(model_codes(weights, x))}
+    assert published_ids(work / "wh_conn", "byo.conn", version) == expected

@@ -39,9 +39,14 @@ def published(spark, tiny_blob, tmp_path_factory):
 def test_spark_sql_examples(spark, published):
     _, sid = published
     results = [spark.sql(q).collect() for block in blocks("sql spark") for q in statements(block)]
-    assert len(results) == 5
+    assert len(results) == 6
     assert [(r.item_id, r.semantic_id) for r in results[0]] == [(1000042, sid)]
-    assert results[3][0].status == "complete" and results[3][0].rows_out == 200
+    assert results[4][0].status == "complete" and results[4][0].rows_out == 200
+    # the tokens view turns this (3 x 16) model's token sequences back into the items
+    codes = [int(c) for c in sid.split("-")]
+    tokens = ", ".join(str(c + level * 16) for level, c in enumerate(codes))
+    back = spark.sql(f"SELECT item_id, semantic_id FROM recsys.semantic_ids_tokens WHERE tokens = array({tokens})")
+    assert [(r.item_id, r.semantic_id) for r in back.collect()] == [(1000042, sid)]
 
 
 def test_duckdb_examples(published, monkeypatch):
