@@ -55,7 +55,10 @@ def probe(ckpt: Checkpoint, cfg: JobConfig) -> None:
     something unusable, fails now with its real cause, before any Spark work or table."""
     try:
         enc = CodeEncoder(ckpt, dataclasses.replace(cfg.encode, device="cpu"), cfg.plugin)
-        enc.encode(np.zeros((1, enc.input_dim), dtype=np.float32), finite_checked=True)
+        zeros = np.zeros((1, enc.input_dim), dtype=np.float32)
+        enc.encode(zeros, finite_checked=True)
+        if cfg.output.collisions == "nearest_free":
+            enc.candidates(zeros, cfg.output.candidates, finite_checked=True)
     except SemidError:
         raise
     except Exception as e:  # torch's load_state_dict, a plugin's own code: say what it said
@@ -99,6 +102,7 @@ class SemanticIds:
     rows_new: int  # rows in ``ids``
     rejects_by_reason: dict[str, int] = field(default_factory=dict)
     append: dict[str, int] = field(default_factory=dict)  # rows_existing, rows_embedding_changed
+    collisions: dict[str, Any] = field(default_factory=dict)  # how collisions were resolved (moves, by how far)
     _cached: list[DataFrame] = field(default_factory=list, repr=False)
 
     @property
@@ -184,8 +188,10 @@ def build(spark: SparkSession, source: Source, ckpt: Checkpoint, cfg: JobConfig,
         raise
     rows_in = sum(counts.values())
     good = counts.pop(None, 0)
-    kept = c.where(F.col("reason").isNull()).select("item_id", *sids, "embedding_hash")
-    base, append = None, {}
+    nearest_free = cfg.output.collisions == "nearest_free"
+    kept = c.where(F.col("reason").isNull()).select("item_id", *sids, "embedding_hash",
+                                                    *(["cand", "cand_dist"] if nearest_free else []))
+    base, append, collisions = None, {}, {"mode": cfg.output.collisions}
     rows_new = good
     if existing is not None:
         old = kept.join(existing.select("item_id", F.col("embedding_hash").alias("_old_hash")), "item_id", "inner")
@@ -198,6 +204,13 @@ def build(spark: SparkSession, source: Source, ckpt: Checkpoint, cfg: JobConfig,
         kept = kept.join(existing.select("item_id"), "item_id", "left_anti")
         base = existing.groupBy(*sids).agg((F.max("sid_suffix") + 1).alias("_next"))
         rows_new = good - append["rows_existing"]
+    if nearest_free:  # buckets over the cap: items move to their nearest last-level code with room
+        resolved, moved = ix.resolve_collisions(kept, existing, levels, cfg.output.max_bucket_size)
+        kept = resolved.persist(StorageLevel.MEMORY_AND_DISK)
+        cached.append(kept)
+        collisions = ix.collision_report(moved, cfg.output.max_bucket_size)
+        log.info("collisions: %d items moved to a nearby code with room (cap %d)", collisions["moved"],
+                 cfg.output.max_bucket_size)
     n_files = files or ix.output_files(rows_new, cores(spark))
     out = ix.with_suffix(kept, levels, size, n_files, base).withColumn("semantic_id", ix.semantic_id(levels))
     ids_df = out.select(*sc.ids(levels, source.id_type).names)
@@ -205,4 +218,4 @@ def build(spark: SparkSession, source: Source, ckpt: Checkpoint, cfg: JobConfig,
                                                           "detail")
     return SemanticIds(ids=ids_df, rejects=rejects, model_version=ckpt.model_version, rows_in=rows_in,
                        rows_valid=good, rows_new=rows_new, rejects_by_reason=dict(sorted(counts.items())),
-                       append=append, _cached=cached)
+                       append=append, collisions=collisions, _cached=cached)

@@ -205,14 +205,20 @@ def embedding_hash(mat: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------
 # Batches
 
-def _codes(enc: CodeEncoder, checks: RowChecks, rows: np.ndarray, mat: np.ndarray, ids: pa.Array | None
-           ) -> tuple[np.ndarray, np.ndarray]:
-    """Codes ``int32[n, levels]`` of the batch (zeros where not coded) and the rows coded."""
+def _codes(enc: CodeEncoder, checks: RowChecks, rows: np.ndarray, mat: np.ndarray, ids: pa.Array | None,
+           top: int = 0) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
+    """Codes ``int32[n, levels]`` of the batch (zeros where not coded), the rows coded, and
+    with ``top`` > 0 each row's candidate last-level codes and distances (zeros where not coded)."""
     codes = np.zeros((checks.n, enc.levels), dtype=np.int32)
+    extra = (np.zeros((checks.n, top), np.int32), np.zeros((checks.n, top), np.float32)) if top else None
     if len(rows) == 0:
-        return codes, rows
+        return codes, rows, extra
     sub_ids = None if ids is None else (ids if len(rows) == len(ids) else ids.take(pa.array(rows)))
-    got, finite = enc.encode(mat, item_ids=sub_ids, finite_checked=True)
+    if top:
+        got, finite, cand, dist = enc.candidates(mat, top, item_ids=sub_ids, finite_checked=True)
+        extra[0][rows], extra[1][rows] = cand, dist
+    else:
+        got, finite = enc.encode(mat, item_ids=sub_ids, finite_checked=True)
     if not finite.all():
         bad = np.zeros(checks.n, dtype=bool)
         bad[rows[~finite]] = True
@@ -221,17 +227,18 @@ def _codes(enc: CodeEncoder, checks: RowChecks, rows: np.ndarray, mat: np.ndarra
             "the model's latent or quantisation distance is NaN/Inf for this finite input "
             f"(largest |value| {float(np.abs(mat[where[i]]).max()):.3g})"))
     codes[rows] = got
-    return codes, rows[finite]
+    return codes, rows[finite], extra
 
 
 def encode_batch(enc: CodeEncoder, ids: pa.Array, emb: pa.Array, *, binary_dtype: str = "",
-                 column: str = "embedding") -> pa.RecordBatch:
-    """The coded rows (see :func:`semid_udf.schema.coded`) of one batch: same rows out as in."""
+                 column: str = "embedding", top: int = 0) -> pa.RecordBatch:
+    """The coded rows (see :func:`semid_udf.schema.coded`) of one batch: same rows out as in;
+    with ``top`` > 0 also each row's candidate last-level codes and their distances."""
     n = len(ids)
     checks = RowChecks(n)
     checks.flag(_mask(ids.is_null()), "null_item_id", lambda i: "item_id is null")
     rows, mat = embedding_rows(emb, enc.input_dim, checks, binary_dtype, column)
-    codes, coded = _codes(enc, checks, rows, mat, ids)
+    codes, coded, extra = _codes(enc, checks, rows, mat, ids, top)
     hashes = np.zeros(n, dtype=np.int64)
     if len(rows):
         hashes[rows] = embedding_hash(mat)
@@ -245,6 +252,13 @@ def encode_batch(enc: CodeEncoder, ids: pa.Array, emb: pa.Array, *, binary_dtype
     cols = [ids, reason_col, detail_col, pa.array(hashes, mask=invalid)]
     cols += [pa.array(codes[:, i], mask=invalid) for i in range(enc.levels)]
     names = ["item_id", "reason", "detail", "embedding_hash"] + [f"sid_{i}" for i in range(enc.levels)]
+    if extra is not None:
+        for values in extra:
+            k = values.shape[1]
+            offsets = pa.array(np.arange(0, (n + 1) * k, k, dtype=np.int32))
+            cols.append(pa.ListArray.from_arrays(offsets, pa.array(values.reshape(-1)),
+                                                 mask=pa.array(invalid) if invalid.any() else None))
+        names += ["cand", "cand_dist"]
     out = pa.RecordBatch.from_arrays(cols, names=names)
     if out.num_rows != n:  # mapInArrow does not check this for us
         raise AssertionError(f"encode_batch returned {out.num_rows} rows for {n}")
@@ -258,7 +272,7 @@ def codes_struct(enc: CodeEncoder, emb: pa.Array | pa.ChunkedArray, *, binary_dt
     n = len(emb)
     checks = RowChecks(n)
     rows, mat = embedding_rows(emb, enc.input_dim, checks, binary_dtype, column)
-    codes, _ = _codes(enc, checks, rows, mat, None)
+    codes, _, _ = _codes(enc, checks, rows, mat, None)
     invalid = ~checks.ok
     arrays = [pa.array(codes[:, i], mask=invalid) for i in range(enc.levels)]
     arrays.append(pa.array(checks.reasons, pa.string()) if invalid.any() else pa.nulls(n, pa.string()))
@@ -268,20 +282,20 @@ def codes_struct(enc: CodeEncoder, emb: pa.Array | pa.ChunkedArray, *, binary_dt
 # ---------------------------------------------------------------------------------------
 # The functions Spark runs
 
-def map_fn(ckpt: Checkpoint, encode_cfg: EncodeConfig, plugin: PluginConfig, binary_dtype: str = ""
+def map_fn(ckpt: Checkpoint, encode_cfg: EncodeConfig, plugin: PluginConfig, binary_dtype: str = "", top: int = 0
            ) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
     """For ``mapInArrow`` over (item_id, embedding) rows that Spark read."""
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
             enc = encoder_for(ckpt, encode_cfg, plugin)
-            yield encode_batch(enc, batch.column(0), batch.column(1), binary_dtype=binary_dtype)
+            yield encode_batch(enc, batch.column(0), batch.column(1), binary_dtype=binary_dtype, top=top)
 
     return run
 
 
 def reader_fn(ckpt: Checkpoint, plan: Any, units: Sequence[Any], encode_cfg: EncodeConfig, plugin: PluginConfig,
-              batch_size: int) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+              batch_size: int, top: int = 0) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
     """For ``mapInArrow`` over ``spark.range(len(units))``: each task reads its units' row
     groups with pyarrow (see :mod:`semid_udf.reader`) and encodes them."""
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -290,7 +304,7 @@ def reader_fn(ckpt: Checkpoint, plan: Any, units: Sequence[Any], encode_cfg: Enc
                 for rows in read_unit(plan, units[position], batch_size):
                     enc = encoder_for(ckpt, encode_cfg, plugin)
                     yield encode_batch(enc, rows.column(0), rows.column(1), binary_dtype=plan.binary_dtype,
-                                       column=plan.emb_col)
+                                       column=plan.emb_col, top=top)
 
     return run
 

@@ -151,11 +151,7 @@ class CodeEncoder:
         log.info("model %s on %s (micro-batch %d, %d torch threads)", self.model_version, self.device,
                  self.micro_batch, torch.get_num_threads())
 
-    def encode(self, x: np.ndarray, item_ids: Sequence[Any] | None = None, finite_checked: bool = False
-               ) -> tuple[np.ndarray, np.ndarray]:
-        """``(codes int32[n, levels], ok bool[n])``: ``ok`` is False for rows whose latent or
-        quantisation error came out NaN/Inf (their codes are meaningless and must not be
-        used). ``finite_checked`` skips the input NaN/Inf pass when the caller just did it."""
+    def _check(self, x: np.ndarray, item_ids: Sequence[Any] | None, finite_checked: bool) -> None:
         if x.ndim != 2 or x.shape[1] != self.input_dim:
             raise InputError(f"embeddings: expected shape [n, {self.input_dim}], got {list(x.shape)}")
         if x.dtype != np.float32:
@@ -166,18 +162,32 @@ class CodeEncoder:
                 row = int(np.argmin(finite))
                 who = f"item {item_ids[row]!r}" if item_ids is not None else f"row {row}"
                 raise InputError(f"embeddings: {who} has NaN/Inf values; validation must reject it before the model")
-        n, mb = x.shape[0], self.micro_batch
+
+    def _chunks(self, x: np.ndarray) -> Any:
+        """(start, rows, tensor of exactly micro_batch rows): the tail zero-padded, its codes
+        dropped after, so an item's codes never depend on how the rows were sliced."""
+        mb = self.micro_batch
+        for start in range(0, x.shape[0], mb):
+            chunk = x[start:start + mb]
+            k = chunk.shape[0]
+            if k < mb:
+                self._buf[:k] = chunk
+                self._buf[k:] = 0.0
+                chunk = self._buf
+            yield start, k, torch.from_numpy(np.ascontiguousarray(chunk)).to(self.device, non_blocking=True)
+
+    def encode(self, x: np.ndarray, item_ids: Sequence[Any] | None = None, finite_checked: bool = False
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """``(codes int32[n, levels], ok bool[n])``: ``ok`` is False for rows whose latent or
+        quantisation error came out NaN/Inf (their codes are meaningless and must not be
+        used). ``finite_checked`` skips the input NaN/Inf pass when the caller just did it."""
+        self._check(x, item_ids, finite_checked)
+        n = x.shape[0]
         out = np.empty((n, self.levels), dtype=np.int32)
         ok = np.ones(n, dtype=bool)
         with torch.inference_mode():
-            for start in range(0, n, mb):
-                chunk = x[start:start + mb]
-                k = chunk.shape[0]
-                if k < mb:  # fixed shape: pad the tail with zeros, drop their codes after
-                    self._buf[:k] = chunk
-                    self._buf[k:] = 0.0
-                    chunk = self._buf
-                t = torch.from_numpy(np.ascontiguousarray(chunk)).to(self.device, non_blocking=True)
+            for start, k, t in self._chunks(x):
+                mb = t.shape[0]
                 raw = self._fn(t)
                 if self._checked:
                     raw, finite = raw
@@ -189,6 +199,29 @@ class CodeEncoder:
                                        layout=self.layout, item_ids=ids)
                 out[start:start + k] = codes[:k]
         return out, ok
+
+    def candidates(self, x: np.ndarray, top: int, item_ids: Sequence[Any] | None = None,
+                   finite_checked: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`encode` plus, per row, the ``top`` nearest last-level codes for its own prefix
+        (int32 ``[n, top]``, the first is its code) and their squared distances (float32):
+        what resolving collisions by meaning chooses from. semid's own model only."""
+        if not self._checked:
+            raise ConfigError("output.collisions=nearest_free: needs semid's own RQ-VAE, which ranks the candidate "
+                              "codes by distance; a plugin model returns codes only (use output.collisions=suffix)")
+        self._check(x, item_ids, finite_checked)
+        n, top = x.shape[0], min(top, self.codebook_size)
+        out = np.empty((n, self.levels), dtype=np.int32)
+        ok = np.ones(n, dtype=bool)
+        cand = np.empty((n, top), dtype=np.int32)
+        dist = np.empty((n, top), dtype=np.float32)
+        with torch.inference_mode():
+            for start, k, t in self._chunks(x):
+                codes, finite, c, d = self.model.encode_candidates(t, top)
+                out[start:start + k] = codes[:k].cpu().numpy()
+                ok[start:start + k] = finite[:k].cpu().numpy()
+                cand[start:start + k] = c[:k].cpu().numpy()
+                dist[start:start + k] = d[:k].cpu().numpy()
+        return out, ok, cand, dist
 
     def __call__(self, x: np.ndarray, item_ids: Sequence[Any] | None = None, finite_checked: bool = False
                  ) -> np.ndarray:

@@ -28,17 +28,18 @@ def coded(spark: SparkSession, source: Source, ckpt: Checkpoint, cfg: JobConfig,
           shard: tuple[int, int] = (0, 1)) -> DataFrame:
     """Every input row (of shard ``k`` of ``n``) with codes or a reject reason: the
     :func:`semid_udf.schema.coded` columns."""
-    out = sc.coded(levels, source.id_type).spark()
+    top = cfg.output.candidates if cfg.output.collisions == "nearest_free" else 0
+    out = sc.coded(levels, source.id_type, candidates=bool(top)).spark()
     k, n = shard
     if source.plan is not None:
         # One task per unit: task i gets the number i and reads units[i] (no Python rows to convert).
         units = [u for u in source.plan.units if u.index % n == k]
-        fn = arrow.reader_fn(ckpt, source.plan, units, cfg.encode, cfg.plugin, cfg.output.arrow_batch)
+        fn = arrow.reader_fn(ckpt, source.plan, units, cfg.encode, cfg.plugin, cfg.output.arrow_batch, top)
         return spark.range(0, len(units), 1, max(1, len(units))).mapInArrow(fn, out)
     frame = source.frame
     if n > 1:
         frame = frame.where(F.pmod(F.xxhash64(F.col("item_id")), F.lit(n)) == k)
-    return frame.mapInArrow(arrow.map_fn(ckpt, cfg.encode, cfg.plugin, cfg.input.binary_dtype), out)
+    return frame.mapInArrow(arrow.map_fn(ckpt, cfg.encode, cfg.plugin, cfg.input.binary_dtype, top), out)
 
 
 def count_rows(rows: DataFrame) -> tuple[dict[str | None, int], int]:
@@ -124,6 +125,69 @@ def with_suffix(kept: DataFrame, levels: int, codebook_size: int, files: int, ba
     else:
         out = ranged.withColumn("sid_suffix", (F.coalesce(F.col("_next"), F.lit(0)) + rn).cast("int")).drop("_next")
     return out.drop("_bucket")
+
+
+def resolve_collisions(kept: DataFrame, existing: DataFrame | None, levels: int, cap: int
+                       ) -> tuple[DataFrame, DataFrame]:
+    """``output.collisions = nearest_free`` (see :mod:`semid_udf.collisions`): the kept rows
+    (with ``cand``/``cand_dist``) with their last-level code resolved, one code prefix per
+    group; ``existing`` (published rows of the version) are counted, never moved. Returns the
+    rows (``item_id``, ``sid_*``, ``embedding_hash``) and, per moved item, ``_rank`` (which
+    candidate it took, 1 = its second nearest) and ``_extra`` (the added squared distance)."""
+    sids = sc.sid_cols(levels)
+    prefix, last = sids[:-1], sids[-1]
+    new = kept.select(*sids, "item_id", "embedding_hash", "cand", "cand_dist", F.lit(None).cast("long").alias("_n"))
+    groups = new
+    if existing is not None:
+        held = existing.groupBy(*sids).agg(F.count(F.lit(1)).alias("_n"))
+        groups = new.unionByName(held, allowMissingColumns=True)
+    id_type = dict(kept.dtypes)["item_id"]
+    out = sc.Schema(tuple((c, "int") for c in sids) + (("item_id", id_type), ("embedding_hash", "bigint"),
+                                                       ("_rank", "int"), ("_extra", "float")))
+    keys = [F.col(c) for c in prefix] or [F.lit(0)]
+    resolved = groups.groupBy(*keys).applyInArrow(_resolver(levels, cap, out.arrow()), out.spark())
+    return resolved.select("item_id", *sids, "embedding_hash"), resolved.where(F.col("_rank") > 0)
+
+
+def _resolver(levels: int, cap: int, schema: Any) -> Callable[[Any], Any]:
+    """For ``applyInArrow``: one code prefix's rows in, their resolved codes out."""
+    import pyarrow as pa
+
+    from .collisions import Item, resolve
+
+    last = f"sid_{levels - 1}"
+
+    def run(table: Any) -> Any:
+        d = table.to_pydict()
+        published: dict[int, int] = {}
+        items, at = [], []
+        for i in range(table.num_rows):
+            if d["_n"][i] is not None:
+                published[d[last][i]] = published.get(d[last][i], 0) + int(d["_n"][i])
+            else:
+                items.append(Item(d["item_id"][i], d[last][i], tuple(d["cand"][i]), tuple(d["cand_dist"][i])))
+                at.append(i)
+        moves = resolve(items, published, cap)
+        cols = {f"sid_{k}": [d[f"sid_{k}"][i] for i in at] for k in range(levels - 1)}
+        cols[last] = [m.code for m in moves]
+        cols["item_id"] = [m.item_id for m in moves]
+        cols["embedding_hash"] = [d["embedding_hash"][i] for i in at]
+        cols["_rank"] = [m.rank for m in moves]
+        cols["_extra"] = [m.extra for m in moves]
+        return pa.Table.from_pydict(cols, schema=schema)
+
+    return run
+
+
+def collision_report(moved: DataFrame, cap: int) -> dict[str, Any]:
+    """How many items moved, to which candidate rank, and how much farther (squared distance)."""
+    agg = moved.agg(F.count(F.lit(1)).alias("moved"), F.avg("_extra").alias("mean"), F.max("_extra").alias("max"))
+    row = agg.first()
+    ranks = {int(r["_rank"]): int(r["n"]) for r in moved.groupBy("_rank").agg(F.count(F.lit(1)).alias("n")).collect()}
+    return {"mode": "nearest_free", "cap": cap, "moved": int(row["moved"]),
+            "moved_to_rank": {str(k): v for k, v in sorted(ranks.items())},
+            "extra_distance_mean": None if row["mean"] is None else round(float(row["mean"]), 6),
+            "extra_distance_max": None if row["max"] is None else round(float(row["max"]), 6)}
 
 
 def semantic_id(levels: int) -> Column:

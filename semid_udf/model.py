@@ -58,13 +58,41 @@ class ResidualQuantizer(nn.Module):
             codes.append(idx)
         return torch.stack(codes, dim=1), quantized, residuals
 
-    def beam_codes(self, z: torch.Tensor, beam: int) -> torch.Tensor:
+    @staticmethod
+    def _top(part: torch.Tensor, sq: torch.Tensor, top: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ``top`` nearest codes of each row of ``part`` (``||c||^2 - 2 r.c``, as the search
+        computed it) and their squared distances (``part + ||r||^2``); ties to the lower index,
+        so the first is the code the search chose."""
+        order = torch.sort(part, dim=1, stable=True).indices[:, :top]
+        return order, part.gather(1, order) + sq
+
+    def last_level_candidates(self, z: torch.Tensor, beam: int, top: int
+                              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(codes ``long[B, L]``, the ``top`` nearest last-level codes for each row's own
+        prefix ``long[B, top]`` (the first is its code), their squared distances ``[B, top]``),
+        from the very distances the search chose by."""
+        return self.beam_codes(z, beam, top)  # type: ignore[return-value]
+
+    def beam_codes(self, z: torch.Tensor, beam: int, top: int = 0) -> torch.Tensor:
         """Codes ``long[B, L]`` by beam search: keep the ``beam`` code prefixes with the smallest
         residual at each level, and return the one with the smallest final residual (as FAISS's
         ``ResidualQuantizer`` encodes). ``beam = 1`` is the greedy :meth:`forward`. Each row's
-        search depends only on that row, so codes do not depend on the batch."""
+        search depends only on that row, so codes do not depend on the batch. With ``top`` > 0,
+        also the last level's ``top`` nearest codes for the chosen prefix and their distances
+        (see :meth:`last_level_candidates`)."""
         if beam <= 1:
-            return self.forward(z)[0]
+            if top <= 0:
+                return self.forward(z)[0]
+            residual, codes = z, []
+            for level in range(self.levels):
+                cb = self.codebooks[level]
+                part = torch.addmm((cb * cb).sum(1), residual, cb.t(), beta=1.0, alpha=-2.0)
+                idx = part.min(dim=1).indices
+                if level == self.levels - 1:
+                    cand, dist = self._top(part, (residual * residual).sum(1, keepdim=True), top)
+                residual = residual - cb[idx]
+                codes.append(idx)
+            return torch.stack(codes, dim=1), cand, dist
         n, k = z.shape[0], self.codebook_size
         rows = torch.arange(n, device=z.device).unsqueeze(1)
         res, codes, width = z, None, 1  # res: [n * width, dim], codes: [n * width, level]
@@ -85,10 +113,12 @@ class ResidualQuantizer(nn.Module):
             per = cand.shape[1] // width
             parent = (rows * width + torch.div(pick, per, rounding_mode="floor")).reshape(-1)
             code = child.gather(1, pick).reshape(-1)
+            if top > 0 and level == self.levels - 1:
+                top_codes, top_dist = self._top(part[parent], (res[parent] * res[parent]).sum(1, keepdim=True), top)
             res = res[parent] - cb[code]
             codes = code.unsqueeze(1) if codes is None else torch.cat([codes[parent], code.unsqueeze(1)], dim=1)
             width = pick.shape[1]
-        return codes
+        return (codes, top_codes, top_dist) if top > 0 else codes
 
     def decode_codes(self, codes: torch.Tensor) -> torch.Tensor:
         """Sum of the chosen codes per row: the quantised latent of ``codes`` ``[B, L]``."""
@@ -117,6 +147,17 @@ class RQVAE(nn.Module):
         """Semantic-ID codes ``long[B, levels]`` of embeddings ``float32[B, input_dim]``
         (beam search of width ``model.beam``; greedy when it is 1)."""
         return self.quantizer.beam_codes(self.encoder(x), self.cfg.beam)
+
+    @torch.no_grad()
+    def encode_candidates(self, x: torch.Tensor, top: int
+                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`encode_checked` plus each row's ``top`` nearest last-level codes for its own
+        prefix and their squared distances (for resolving collisions by meaning)."""
+        z = self.encoder(x)
+        codes, cand, dist = self.quantizer.last_level_candidates(z, self.cfg.beam, top)
+        err = (z - self.quantizer.decode_codes(codes)).square().sum(1)
+        ok = torch.isfinite(z).all(1) & torch.isfinite(err) & torch.isfinite(dist).all(1)
+        return codes, ok, cand, dist
 
     @torch.no_grad()
     def encode_checked(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

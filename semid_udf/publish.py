@@ -433,6 +433,7 @@ def _publish(spark: SparkSession, cfg: JobConfig, res: RunResult, ids: SemanticI
     res.rows_in, res.rows_new = ids.rows_in, ids.rows_new
     res.rejects_by_reason, res.rows_rejected = ids.rejects_by_reason, ids.rows_rejected
     res.details.update(ids.append)
+    res.details["collisions"] = ids.collisions
     if n_input != res.rows_in:
         raise ReconcileError(f"rows: expected {n_input} rows out of the encoder (rows in the input), got {res.rows_in}")
     version, run_id = res.model_version, res.run_id

@@ -13,7 +13,8 @@ from typing import Any
 import pyarrow as pa
 
 _ARROW = {"int": pa.int32(), "bigint": pa.int64(), "string": pa.string(), "boolean": pa.bool_(),
-          "timestamp": pa.timestamp("us"), "array<string>": pa.list_(pa.string())}
+          "timestamp": pa.timestamp("us"), "array<string>": pa.list_(pa.string()), "float": pa.float32(),
+          "double": pa.float64(), "array<int>": pa.list_(pa.int32()), "array<float>": pa.list_(pa.float32())}
 ID_TYPES = ("int", "bigint", "string")  # what item ids are published as
 
 
@@ -40,8 +41,9 @@ class Schema:
         from pyspark.sql import types as T
 
         kinds = {"int": T.IntegerType(), "bigint": T.LongType(), "string": T.StringType(),
-                 "boolean": T.BooleanType(), "timestamp": T.TimestampType(),
-                 "array<string>": T.ArrayType(T.StringType())}
+                 "boolean": T.BooleanType(), "timestamp": T.TimestampType(), "float": T.FloatType(),
+                 "double": T.DoubleType(), "array<string>": T.ArrayType(T.StringType()),
+                 "array<int>": T.ArrayType(T.IntegerType()), "array<float>": T.ArrayType(T.FloatType())}
         return T.StructType([T.StructField(n, kinds[t]) for n, t in self.columns])
 
     def cast(self, df: Any) -> Any:
@@ -55,10 +57,12 @@ def sid_cols(levels: int) -> list[str]:
     return [f"sid_{i}" for i in range(levels)]
 
 
-def coded(levels: int, id_type: str) -> Schema:
-    """What the encode step returns for every input row: codes, or a reason and detail."""
+def coded(levels: int, id_type: str, candidates: bool = False) -> Schema:
+    """What the encode step returns for every input row: codes, or a reason and detail; with
+    ``candidates``, each row's nearest last-level codes and their squared distances too."""
     return Schema((("item_id", id_type), ("reason", "string"), ("detail", "string"), ("embedding_hash", "bigint"))
-                  + tuple((c, "int") for c in sid_cols(levels)))
+                  + tuple((c, "int") for c in sid_cols(levels))
+                  + ((("cand", "array<int>"), ("cand_dist", "array<float>")) if candidates else ()))
 
 
 def codes_struct(levels: int) -> Schema:

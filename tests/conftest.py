@@ -109,6 +109,7 @@ def connect_url(tmp_path_factory):
         "spark.driver.extraJavaOptions": f"-Dderby.system.home={base}",
         "spark.sql.shuffle.partitions": "4",
         "spark.python.daemon.module": "semid_udf.daemon",
+        "spark.connect.progress.reportInterval": "200ms",  # progress updates often enough for a short test run
     }
     cmd = [str(Path(pyspark.__file__).parent / "bin" / "spark-submit"), "--master", "local[2,3]",
            "--class", "org.apache.spark.sql.connect.service.SparkConnectServer"]

@@ -120,7 +120,7 @@ def test_progress_of_a_200k_row_run(request, session, tiny_checkpoint, tmp_path_
         pq.write_table(pa.table({"item_id": pa.array(part, pa.int64()), "embedding": emb}), root / "in" / f"{k}.parquet")
     remote = request.getfixturevalue("connect_url") if session == "connect" else None
     args = ["--input", str(root / "in"), "--checkpoint", str(tiny_checkpoint), "--table", "prog.ids",
-            "--warehouse", str(root / "wh"), "--set", "encode.progress_s=1",
+            "--warehouse", str(root / "wh"), "--set", "encode.progress_s=0.5",
             "--set", "spark.spark.sql.files.maxPartitionBytes=1m"]
     if remote:  # a running server takes runtime settings only: the read tasks are sized by the session's setting
         args[-1] = "spark.spark.sql.files.maxPartitionBytes=1048576"

@@ -287,11 +287,11 @@ def test_a_malformed_weights_file_is_named(tiny_checkpoint, tmp_path):
 def test_a_warehouse_path_with_spaces_and_mixed_case_names(spark, tiny_blob, two_inputs, tmp_path):
     root, a, b = two_inputs
     wh = tmp_path / "wh 7 space"
-    res = run_assign(spark, config(), tiny_blob, table="Recsys.SID", input_path=str(a), warehouse=str(wh))
-    assert res.table == "recsys.sid" and (wh / "recsys.db" / "sid_data").is_dir()
-    again = run_assign(spark, config(), tiny_blob, table="recsys.sid", input_path=str(b), warehouse=str(wh))
+    res = run_assign(spark, config(), tiny_blob, table="Spacey.SID", input_path=str(a), warehouse=str(wh))
+    assert res.table == "spacey.sid" and (wh / "spacey.db" / "sid_data").is_dir()
+    again = run_assign(spark, config(), tiny_blob, table="spacey.sid", input_path=str(b), warehouse=str(wh))
     assert again.rows_out == 300
-    assert published_files(wh, "recsys.sid")["item_id"] == list(range(100, 400))
+    assert published_files(wh, "spacey.sid")["item_id"] == list(range(100, 400))
 
 
 def test_a_second_writer_of_a_version_waits_then_fails_naming_the_holder(spark, tiny_blob, two_inputs, tmp_path):
