@@ -19,6 +19,7 @@ from .errors import ConfigError
 LAYOUTS = ("auto", "batch_major", "level_major", "per_item", "per_level", "packed")
 DEVICES = ("auto", "cpu", "cuda")
 MODES = ("full", "append")
+COLLISIONS = ("suffix", "nearest_free")
 READERS = ("auto", "arrow", "spark")
 BINARY_DTYPES = ("", "float32", "float16", "float64")
 DISTANCES = ("l2",)
@@ -136,12 +137,20 @@ class OutputConfig:
     location: str = ""  # create the tables as external Parquet tables under this URI (Unity Catalog needs one); empty: managed tables
     lock_wait_s: int = 60  # a run waits this long for another run writing the same table (or warehouse) to finish, then fails
     metastore_timeout_s: int = 300  # a metastore or file-system step that takes longer fails the run with an error saying which
+    collisions: str = "suffix"  # suffix: 0, 1, 2, ... per code tuple; nearest_free: items beyond max_bucket_size move to their nearest last-level code with room
+    candidates: int = 8  # nearest_free: the last-level codes (nearest first, its own included) an item may move to
 
     def validate(self) -> None:
         _choice("output.mode", self.mode, MODES)
         _positive(self, "arrow_batch", "shards", "metastore_timeout_s")
         if self.lock_wait_s < 0:
             raise ConfigError(f"output.lock_wait_s: expected >= 0, got {self.lock_wait_s}")
+        _choice("output.collisions", self.collisions, COLLISIONS)
+        if self.collisions == "nearest_free" and self.max_bucket_size <= 0:
+            raise ConfigError("output.collisions=nearest_free: expected output.max_bucket_size > 0 (the cap a bucket "
+                              f"is resolved to), got {self.max_bucket_size}")
+        if self.candidates < 2:
+            raise ConfigError(f"output.candidates: expected >= 2 (an item's own code and one more), got {self.candidates}")
         if self.files_per_version < 0 or self.max_bucket_size < 0:
             raise ConfigError("output.files_per_version and output.max_bucket_size must be >= 0")
         if not (0.0 <= self.max_reject_rate <= 1.0):
