@@ -223,7 +223,8 @@ def job(data: Path, ck: Path, wh: Path, table: str, master: str | None, device: 
         cmd += ["--set", f"spark.spark.master={master}"]
     if cpus:  # the job, its JVM and its Python workers may use only these CPUs
         cmd = ["taskset", "-c", cpus, *cmd]
-    env = dict(os.environ, PYSPARK_PYTHON=sys.executable, PYTHONPATH=str(ROOT / "bench"))
+    # this tree's semid (not whichever is installed), and bench/ for the no-op model's plugin
+    env = dict(os.environ, PYSPARK_PYTHON=sys.executable, PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'bench'}")
     t0 = time.perf_counter()
     p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     sampler = RssSampler(p.pid)

@@ -1,0 +1,148 @@
+"""The public UDF against pyspark's predict_batch_udf and the job's encode step, same data,
+same model, same session settings.
+
+    python bench/udf.py [--n 1000000] [--dim 768] [--repeat 3] [--tag udf_n1m_d768]
+
+Makes (or reuses) bench/run.py's data and TIGER-size checkpoint, then times, alternately
+and --repeat times (the median run of each is reported):
+
+  1. udf: ``semantic_codes(ckpt)`` over ``spark.read.parquet(data)``, every row's codes
+     evaluated (written to Spark's ``noop`` sink);
+  2. predict_batch_udf: pyspark.ml.functions.predict_batch_udf wrapping the same model (the
+     same CodeEncoder: fixed micro-batches, same threads), the same query;
+  3. job encode: ``semid-assign --set input.reader=spark`` (both then receive the vectors from
+     the JVM); its encode step (encode, cache, count per reason) from the manifest's timings.
+
+All in local mode on this machine's cores, one torch thread per task. Writes
+bench/out/<tag>.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+log = logging.getLogger("bench.udf")
+
+
+def session():
+    from semid_udf.session import build_session
+
+    return build_session("bench-udf", {"spark.ui.enabled": "false",
+                                       "spark.sql.execution.arrow.maxRecordsPerBatch": "8192"})
+
+
+def time_query(df) -> float:
+    t0 = time.perf_counter()
+    df.write.format("noop").mode("overwrite").save()
+    return time.perf_counter() - t0
+
+
+def predict_batch_codes(ck: Path, levels: int):
+    """predict_batch_udf around the same encoder: one model per UDF instance per worker."""
+    from pyspark.ml.functions import predict_batch_udf
+    from pyspark.sql.types import ArrayType, IntegerType
+
+    def make_predict_fn():
+        import numpy as np
+
+        from semid_udf.checkpoint import read_checkpoint
+        from semid_udf.config import EncodeConfig, PluginConfig
+        from semid_udf.encode import CodeEncoder
+
+        enc = CodeEncoder(read_checkpoint(ck), EncodeConfig(), PluginConfig())
+
+        def predict(x: np.ndarray) -> np.ndarray:
+            return enc(np.ascontiguousarray(x, dtype=np.float32))
+
+        return predict
+
+    return predict_batch_udf(make_predict_fn, return_type=ArrayType(IntegerType()), batch_size=1024,
+                             input_tensor_shapes=[[DIM]])
+
+
+DIM = 768
+
+
+def setup(data: Path, ck: Path):
+    """A session and the two queries: every row's codes by semid's UDF, and by predict_batch_udf."""
+    from semid_udf import read_checkpoint, semantic_codes
+
+    spark = session()
+    df = spark.read.parquet(str(data))
+    codes = semantic_codes(read_checkpoint(ck))
+    pbu = predict_batch_codes(ck, 4)
+    return spark, {"udf": lambda: df.select("item_id", codes("embedding").alias("c")),
+                   "predict_batch_udf": lambda: df.select("item_id", pbu("embedding").alias("c"))}
+
+
+def main() -> int:
+    global DIM
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n", type=int, default=1_000_000)
+    p.add_argument("--dim", type=int, default=768)
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--tag", default=None)
+    p.add_argument("--skip", default="", help="comma-separated: udf,predict_batch_udf,job")
+    p.add_argument("--data-dir", default=str(ROOT / "bench" / "data"))
+    args = p.parse_args()
+    DIM = args.dim
+    skip = set(filter(None, args.skip.split(",")))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    from run import job, make_checkpoint, make_data
+
+    tag = args.tag or f"udf_n{args.n}_d{args.dim}"
+    data = Path(args.data_dir) / f"emb_{args.n}_{args.dim}"
+    make_data(data, args.n, args.dim)
+    ck = make_checkpoint(Path(args.data_dir) / f"ckpt_{args.dim}", data, args.dim)
+    out = ROOT / "bench" / "out" / tag
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+
+    spark, queries = setup(data, ck)
+    for name, q in queries.items():  # warm-up: workers forked, models built, JIT warm
+        if name not in skip:
+            time_query(q().limit(20_000))
+    runs: dict[str, list[float]] = {k: [] for k in ("udf", "predict_batch_udf", "job_encode", "job_total")}
+    job_runs = []
+    for i in range(args.repeat):
+        for name, q in queries.items():
+            if name in skip:
+                continue
+            s = time_query(q())
+            runs[name].append(args.n / s)
+            log.info("%s run %d: %.1f s, %.0f items/s", name, i + 1, s, args.n / s)
+        if "job" not in skip:
+            spark.stop()  # the job starts its own JVM: give it the machine
+            r = job(data, ck, out / "wh", "bench.ids", None, "cpu", ["--set", "input.reader=spark"])
+            runs["job_encode"].append(args.n / r["timings"]["encode"])
+            runs["job_total"].append(r["items_s"])
+            job_runs.append(r)
+            log.info("job run %d: encode %.1f s (%.0f items/s), total %.1f s", i + 1, r["timings"]["encode"],
+                     args.n / r["timings"]["encode"], r["job_s"])
+            spark, queries = setup(data, ck)
+    res = {"tag": tag, "n": args.n, "dim": args.dim, "cpus": os.cpu_count(),
+           "items_s_runs": {k: [round(v) for v in vs] for k, vs in runs.items() if vs},
+           "items_s_median": {k: round(statistics.median(vs)) for k, vs in runs.items() if vs}}
+    m = res["items_s_median"]
+    if "udf" in m and "predict_batch_udf" in m:
+        res["udf_over_predict_batch_udf"] = round(m["udf"] / m["predict_batch_udf"], 2)
+    if "udf" in m and "job_encode" in m:
+        res["udf_over_job_encode"] = round(m["udf"] / m["job_encode"], 2)
+    shutil.rmtree(out / "wh", ignore_errors=True)
+    (ROOT / "bench" / "out" / f"{tag}.json").write_text(json.dumps(res, indent=2))
+    log.info("\n%s", json.dumps(res, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
