@@ -162,11 +162,21 @@ def session_conf(spark: SparkSession, key: str, value: str) -> Iterator[None]:
             spark.conf.set(key, old)
 
 
-def build(spark: SparkSession, source: Source, ckpt: Checkpoint, cfg: JobConfig, *, rows: DataFrame | None = None,
-          existing: DataFrame | None = None, files: int | None = None) -> SemanticIds:
-    """:func:`semantic_ids` after its checks; ``rows``: already encoded rows (staged shards)."""
-    levels, size = int(ckpt.model["levels"]), int(ckpt.model["codebook_size"])
-    sids = sc.sid_cols(levels)
+@dataclass
+class Encoded:
+    """Every input row encoded once (codes or a reject reason), duplicates classified, cached."""
+
+    rows: DataFrame
+    counts: dict[str | None, int]  # rows per reason (None: valid)
+    cached: list[DataFrame]
+
+
+def encode_rows(spark: SparkSession, source: Source, ckpt: Checkpoint, cfg: JobConfig,
+                rows: DataFrame | None = None) -> Encoded:
+    """The expensive step of :func:`semantic_ids`, and the only one that touches vectors:
+    encode (``rows``: already encoded rows, from staged shards), cache, count per reason, and
+    classify the copies of repeated ids when there are any."""
+    levels = int(ckpt.model["levels"])
     cached = []
     c = (rows if rows is not None else ix.coded(spark, source, ckpt, cfg, levels)).persist(StorageLevel.MEMORY_AND_DISK)
     cached.append(c)
@@ -186,6 +196,16 @@ def build(spark: SparkSession, source: Source, ckpt: Checkpoint, cfg: JobConfig,
         for d in cached:
             d.unpersist()
         raise
+    return Encoded(c, counts, cached)
+
+
+def ids_of(spark: SparkSession, enc: Encoded, ckpt: Checkpoint, cfg: JobConfig, id_type: str, *,
+           existing: DataFrame | None = None, files: int | None = None) -> SemanticIds:
+    """The rest of :func:`semantic_ids`, over the encoded rows: new items only when
+    ``existing`` (append), collisions resolved (``output.collisions``), suffixes."""
+    levels, size = int(ckpt.model["levels"]), int(ckpt.model["codebook_size"])
+    sids = sc.sid_cols(levels)
+    c, counts, cached = enc.rows, dict(enc.counts), enc.cached
     rows_in = sum(counts.values())
     good = counts.pop(None, 0)
     nearest_free = cfg.output.collisions == "nearest_free"
@@ -213,9 +233,21 @@ def build(spark: SparkSession, source: Source, ckpt: Checkpoint, cfg: JobConfig,
                  cfg.output.max_bucket_size)
     n_files = files or ix.output_files(rows_new, cores(spark))
     out = ix.with_suffix(kept, levels, size, n_files, base).withColumn("semantic_id", ix.semantic_id(levels))
-    ids_df = out.select(*sc.ids(levels, source.id_type).names)
+    ids_df = out.select(*sc.ids(levels, id_type).names)
     rejects = c.where(F.col("reason").isNotNull()).select(F.col("item_id").cast("string").alias("item_id"), "reason",
                                                           "detail")
     return SemanticIds(ids=ids_df, rejects=rejects, model_version=ckpt.model_version, rows_in=rows_in,
                        rows_valid=good, rows_new=rows_new, rejects_by_reason=dict(sorted(counts.items())),
                        append=append, collisions=collisions, _cached=cached)
+
+
+def build(spark: SparkSession, source: Source, ckpt: Checkpoint, cfg: JobConfig, *, rows: DataFrame | None = None,
+          existing: DataFrame | None = None, files: int | None = None) -> SemanticIds:
+    """:func:`semantic_ids` after its checks; ``rows``: already encoded rows (staged shards)."""
+    enc = encode_rows(spark, source, ckpt, cfg, rows)
+    try:
+        return ids_of(spark, enc, ckpt, cfg, source.id_type, existing=existing, files=files)
+    except BaseException:
+        for d in enc.cached:
+            d.unpersist()
+        raise

@@ -28,6 +28,7 @@ micro-batch) of its first commit.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -40,7 +41,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 from urllib.parse import unquote
 
 from pyspark.sql import DataFrame, SparkSession
@@ -50,7 +51,7 @@ from . import catalog as ct
 from . import ids as ix
 from . import schema as sc
 from . import staging
-from .api import SemanticIds, as_checkpoint, build, probe
+from .api import Encoded, SemanticIds, as_checkpoint, encode_rows, ids_of, probe
 from .checkpoint import Checkpoint
 from .config import JobConfig, to_dict
 from .encode import effective_plugin
@@ -173,8 +174,11 @@ class RunRecord:
         self.committed = False
 
     def write(self, row: dict[str, Any]) -> None:
-        bounded(f"writing the manifest row ({row['status']})", self.timeout_s,
-                lambda: ct.write_manifest(self.spark, self.name, {**self.base_row, **row}))
+        def insert() -> None:
+            with metastore_pool(self.spark):  # the thread running it is the one whose pool counts
+                ct.write_manifest(self.spark, self.name, {**self.base_row, **row})
+
+        bounded(f"writing the manifest row ({row['status']})", self.timeout_s, insert)
 
     def __enter__(self) -> "RunRecord":
         self.write({"status": "running"})
@@ -239,69 +243,73 @@ class Background:
 
 
 class Encode:
-    """The encode step (:func:`semid_udf.api.build`): every input row becomes codes or a
+    """The encode step (:func:`semid_udf.api.encode_rows`): every input row becomes codes or a
     reject reason, once, duplicates classified, the rows cached for the writes.
 
     On a classic session it can start before the metastore work and run beside it (the
-    metastore's first calls took seconds with an embedded Derby: bench/RESULTS.md); on Spark
-    Connect the server's metastore is already warm, and it runs in line."""
+    metastore's first calls took seconds with an embedded Derby: bench/RESULTS.md); it reads
+    no table, so what follows it (the append rules need the published rows) waits for the
+    lock. On Spark Connect the server's metastore is already warm, and it runs in line."""
 
     def __init__(self, spark: SparkSession, cfg: JobConfig, ckpt: Checkpoint, source: Source, res: RunResult):
         self.spark, self.cfg, self.ckpt, self.source, self.res = spark, cfg, ckpt, source, res
         self.levels = int(ckpt.model["levels"])
         self.bg: Background | None = None
+        self.encoded: Encoded | None = None
         self.result: SemanticIds | None = None
 
-    def _run(self, rows: DataFrame | None = None, group: str | None = None, existing: DataFrame | None = None
-             ) -> SemanticIds:
+    def _run(self, rows: DataFrame | None = None, group: str | None = None) -> Encoded:
         t = time.perf_counter()
         with Progress(self.spark, self.source.rows, "encoding", group=group, interval_s=self.cfg.encode.progress_s):
-            out = build(self.spark, self.source, self.ckpt, self.cfg, rows=rows, existing=existing,
-                        files=self.cfg.output.files_per_version or None)
+            out = encode_rows(self.spark, self.source, self.ckpt, self.cfg, rows)
         self.res.timings["encode"] = round(time.perf_counter() - t, 3)
         return out
 
-    def start(self, existing: Callable[[], DataFrame | None]) -> None:
+    def start(self) -> None:
         """Start in the background where that pays (see the class doc)."""
         if is_connect(self.spark) or self.cfg.output.shards > 1:
             return
         holder: dict[str, Any] = {}
-
-        def run() -> SemanticIds:
-            return self._run(group=holder["bg"].group, existing=existing())
-
-        holder["bg"] = self.bg = Background(self.spark, f"semid {self.res.run_id}: encoding", run)
+        holder["bg"] = self.bg = Background(self.spark, f"semid {self.res.run_id}: encoding",
+                                            lambda: self._run(group=holder["bg"].group))
         self.bg.wait_started()
 
     def wait(self, name: ct.TableName, base_row: dict[str, Any], step: Callable[[str], None],
              existing: DataFrame | None) -> SemanticIds:
+        """The run's IDs: the encoded rows (waited for, or encoded now), then, in this thread,
+        the append rules against ``existing``, collisions and suffixes."""
         if self.bg is not None:
-            self.result = self.bg.wait()
+            self.encoded = self.bg.wait()
         elif self.cfg.output.shards > 1:
-            self.result = self._sharded(name, base_row, step, existing)
+            self.encoded = self._sharded(name, base_row, step)
         else:
-            self.result = self._run(existing=existing)
+            self.encoded = self._run()
+        self.result = ids_of(self.spark, self.encoded, self.ckpt, self.cfg, self.source.id_type, existing=existing,
+                             files=self.cfg.output.files_per_version or None)
         return self.result
 
-    def _sharded(self, name: ct.TableName, base_row: dict[str, Any], step: Callable[[str], None],
-                 existing: DataFrame | None) -> SemanticIds:
+    def _sharded(self, name: ct.TableName, base_row: dict[str, Any], step: Callable[[str], None]) -> Encoded:
         cfg, src = self.cfg, self.source
         root = ct.location_of(self.spark, name.q("_data")) + "/_staging"
         settings = {"encode": to_dict(cfg.encode), "plugin": to_dict(effective_plugin(self.ckpt, cfg.plugin)),
-                    "input": to_dict(cfg.input)}
+                    "input": to_dict(cfg.input), "collisions": [cfg.output.collisions, cfg.output.candidates]}
         stamps = list(src.plan.files) if src.plan else sorted(src.frame.inputFiles())
         fp = staging.fingerprint(stamps, src.description, self.ckpt.model_version, settings, cfg.output.shards)
+        schema = sc.coded(self.levels, src.id_type, candidates=cfg.output.collisions == "nearest_free").spark()
         coded, self.res.details["resume"] = staging.encode_sharded(
             self.spark, name, base_row, lambda k, n: ix.coded(self.spark, src, self.ckpt, cfg, self.levels, (k, n)),
-            cfg.output.shards, root, fp, sc.coded(self.levels, src.id_type).spark(), step)
+            cfg.output.shards, root, fp, schema, step)
         step("classifying duplicates and counting")
-        return self._run(rows=coded, existing=existing)
+        return self._run(rows=coded)
 
     def close(self) -> None:
         if self.bg is not None:
             self.bg.cancel()
         if self.result is not None:
             self.result.unpersist()
+        elif self.encoded is not None:
+            for d in self.encoded.cached:
+                d.unpersist()
 
 
 def run_assign(spark: SparkSession, cfg: JobConfig, checkpoint: Any, *, table: str, input_path: str | None = None,
@@ -319,6 +327,8 @@ def run_assign(spark: SparkSession, cfg: JobConfig, checkpoint: Any, *, table: s
     check_safe_settings(spark)  # also when called as a library, not only through build_session
     step = Stages(spark, res)
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.output.arrow_batch))
+    enc: Encode | None = None
+    lock: VersionLock | None = None
     try:
         step("checking the model: building it and encoding one batch on the driver")
         probe(ckpt, cfg)
@@ -332,28 +342,27 @@ def run_assign(spark: SparkSession, cfg: JobConfig, checkpoint: Any, *, table: s
         shuffle_partitions(spark, n_input)
         res.details["input"] = input_path or input_table
 
-        step("locking the model version for this run")
-        bounded("creating the database", timeout, lambda: ct.ensure_database(spark, name, warehouse))
-        lock = VersionLock(spark, name, version, res.run_id, cfg.output.lock_wait_s)
-        bounded("taking the writer lock", timeout + cfg.output.lock_wait_s, lock.acquire)
-    except Exception as e:
-        step.close()
-        raise _with_disk_hint(e, warehouse, location) from e
-    enc = Encode(spark, cfg, ckpt, source, res)
-    try:
-        step("checking that the version is bound to this model")
-        previous = _previous_commit(spark, name, version, digest, mode, timeout)
-        existing = (lambda: _committed_rows(spark, name, version)) if mode == "append" else (lambda: None)
+        # The encode writes nothing (it caches the coded rows), so it may start before the
+        # lock and the binding check: the metastore's first calls take seconds, which it
+        # overlaps (bench/RESULTS.md). A refusal below cancels it.
         step("starting the encode")
-        enc.start(existing)
-        step("creating the tables if absent")
-        bounded("creating the tables", timeout,
-                lambda: ct.ensure_tables(spark, name, levels, source.id_type, location))
+        enc = Encode(spark, cfg, ckpt, source, res)
+        enc.start()
+        with metastore_pool(spark):
+            step("locking the model version for this run")
+            bounded("creating the database", timeout, lambda: ct.ensure_database(spark, name, warehouse))
+            lock = VersionLock(spark, name, version, res.run_id, cfg.output.lock_wait_s)
+            bounded("taking the writer lock", timeout + cfg.output.lock_wait_s, lock.acquire)
+            step("checking that the version is bound to this model")
+            previous = _previous_commit(spark, name, version, digest, mode, timeout)
+            step("creating the tables if absent")
+            bounded("creating the tables", timeout,
+                    lambda: ct.ensure_tables(spark, name, levels, source.id_type, location))
         base_row = {"run_id": res.run_id, "model_version": version, "mode": mode, "started_at": utcnow(),
                     "model_digest": digest}
         with RunRecord(spark, name, base_row, timeout) as record:
             step("encoding: validating and assigning codes to every row")
-            ids = enc.wait(name, base_row, step, existing())
+            ids = enc.wait(name, base_row, step, _committed_rows(spark, name, version) if mode == "append" else None)
             row = _publish(spark, cfg, res, ids, n_input, name, previous, levels, int(ckpt.model["codebook_size"]),
                            step, timeout)
             res.timings["total"] = round(time.perf_counter() - t_start, 3)
@@ -372,10 +381,28 @@ def run_assign(spark: SparkSession, cfg: JobConfig, checkpoint: Any, *, table: s
             spark.interruptTag(step.tag)
         raise _with_disk_hint(e, warehouse, location) from e
     finally:
-        enc.close()
-        lock.release()
+        if enc is not None:
+            enc.close()
+        if lock is not None:
+            lock.release()
         step.close()
     return res
+
+
+@contextlib.contextmanager
+def metastore_pool(spark: SparkSession) -> Iterator[None]:
+    """On a classic session (FAIR scheduling), the small jobs of this thread's metastore work
+    go to a pool of their own instead of queueing behind the encode's tasks; Spark Connect
+    has no scheduler pools to choose (nothing runs beside its encode)."""
+    if is_connect(spark):
+        yield
+        return
+    sc = spark.sparkContext  # classic sessions only (checked above)
+    sc.setLocalProperty("spark.scheduler.pool", "semid_metastore")
+    try:
+        yield
+    finally:
+        sc.setLocalProperty("spark.scheduler.pool", None)
 
 
 LOW_DISK = 64 << 20  # below this, a failure on a local warehouse or location is reported as a full disk
