@@ -148,6 +148,15 @@ def _connect(app_name: str, url: str, conf: Mapping[str, str], warehouse: str | 
         except Exception as e:  # a static setting: the server's own value stays
             log.warning("Spark Connect: %s cannot be set on a running server (%s); the server's value is used", k,
                         str(e).splitlines()[0] if str(e) else type(e).__name__)
+    skipped = []
+    for k, v in DEFAULTS.items():  # semid's defaults, where the server lets a session set them
+        if k in conf or not spark.conf.isModifiable(k):
+            skipped += [k] if k not in conf else []
+            continue
+        spark.conf.set(k, v)
+    if skipped:
+        log.info("Spark Connect: the server's own %s apply (static settings; semid's defaults for them are not "
+                 "used)", ", ".join(skipped))
     if warehouse:
         log.info("Spark Connect: the server's metastore holds the tables; --warehouse sets where their folders go")
     return spark
