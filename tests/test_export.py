@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -16,11 +13,10 @@ from semid_udf.catalog import TableName
 from semid_udf.export import export
 from semid_udf.publish import run_assign
 
-from .conftest import ROOT, clustered
+from .conftest import clustered
 from .spark_helpers import config, published_files, write_input
 
 pytestmark = pytest.mark.spark
-BIN = Path(sys.executable).parent
 L, K = 3, 16
 
 
@@ -85,24 +81,15 @@ def test_vocabulary_and_manifest(exported):
         assert hashlib.sha256(data).hexdigest() == f["sha256"] and len(data) == f["bytes"]
 
 
-def test_the_command_gives_the_same_bytes_twice(tiny_checkpoint, tmp_path):
-    x = clustered(300, 16, seed=102, centers=5)
-    inp = write_input(tmp_path / "in", list(range(300)), [list(map(float, v)) for v in x])
-    env = dict(os.environ, PYSPARK_PYTHON=sys.executable)
-    env.pop("SPARK_REMOTE", None)
-    wh = tmp_path / "wh"
-
-    def run(*args):
-        r = subprocess.run([str(BIN / args[0]), *args[1:]], capture_output=True, text=True, env=env, cwd=ROOT,
-                           timeout=600)
-        assert r.returncode == 0, r.stderr[-3000:]
-        return r
-
-    run("semid-assign", "--input", str(inp), "--checkpoint", str(tiny_checkpoint), "--table", "ex.ids",
-        "--warehouse", str(wh), "--set", "encode.micro_batch=64")
-    for out in ("one", "two"):
-        r = run("semid-export", "--table", "ex.ids", "--warehouse", str(wh), "--out", str(tmp_path / out))
-        assert "items 300" in r.stdout
-    one = {p.relative_to(tmp_path / "one"): p.read_bytes() for p in (tmp_path / "one").rglob("*") if p.is_file()}
-    two = {p.relative_to(tmp_path / "two"): p.read_bytes() for p in (tmp_path / "two").rglob("*") if p.is_file()}
-    assert one == two and len(one) >= 4
+def test_the_same_commit_gives_the_same_bytes_twice(spark, exported):
+    """Exported again, after the cached tables are dropped and with other shuffle settings."""
+    root, res, m, table = exported
+    spark.catalog.clearCache()
+    spark.conf.set("spark.sql.shuffle.partitions", "7")
+    try:
+        again = export(spark, TableName.parse("exp.ids"), str(root / "again"))
+    finally:
+        spark.conf.set("spark.sql.shuffle.partitions", "4")
+    one = {p.relative_to(root / "out"): p.read_bytes() for p in (root / "out").rglob("*") if p.is_file()}
+    two = {p.relative_to(root / "again"): p.read_bytes() for p in (root / "again").rglob("*") if p.is_file()}
+    assert one == two and len(one) >= 4 and again == m

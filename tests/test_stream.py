@@ -38,7 +38,7 @@ def done(p) -> str:
     return p.err_path.read_text()
 
 
-def test_a_killed_and_restarted_stream_equals_one_append_run(tiny_checkpoint, tmp_path):
+def test_a_killed_and_restarted_stream_equals_one_append_run(spark, tiny_blob, tiny_checkpoint, tmp_path):
     x = clustered(250, 16, seed=111)
     vec = [list(map(float, v)) for v in x]
     day0 = write_input(tmp_path / "day0", list(range(100)), vec[:100], files=1)
@@ -67,11 +67,21 @@ def test_a_killed_and_restarted_stream_equals_one_append_run(tiny_checkpoint, tm
     err = done(assign(stream, tmp_path, "stream2"))
     assert "micro-batch 1 of stream" in err and "is already committed" in err  # replayed, and changed nothing
 
-    ref = tmp_path / "ref"
-    done(assign(["--input", str(day0), *common, "--warehouse", str(ref)], tmp_path, "ref0"))
-    done(assign(["--input", str(arriving), *common, "--warehouse", str(ref), "--mode", "append"], tmp_path, "ref1"))
-    got, expected = published_files(wh, "st.ids"), published_files(ref, "st.ids")
+    ref = tmp_path / "ref"  # one full run of day 0, then one append run over the three files
+    cfg = config(encode={"micro_batch": 64})
+    run_assign(spark, cfg, tiny_blob, table="stref.ids", input_path=str(day0), warehouse=str(ref))
+    run_assign(spark, cfg, tiny_blob, table="stref.ids", input_path=str(arriving), warehouse=str(ref), mode="append")
+    got, expected = published_files(wh, "st.ids"), published_files(ref, "stref.ids")
     assert got["item_id"] == list(range(250)) and got == expected
+
+    # the contract's export command on the streamed table: tokens of every item
+    out = tmp_path / "export"
+    env = dict(os.environ, PYSPARK_PYTHON=sys.executable)
+    env.pop("SPARK_REMOTE", None)
+    r = subprocess.run([str(BIN / "semid-export"), "--table", "st.ids", "--warehouse", str(wh), "--out", str(out)],
+                       capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "items 250" in r.stdout and (out / "manifest.json").exists()
 
 
 def test_one_writer_per_version_while_a_stream_runs(spark, tiny_blob, tmp_path):
