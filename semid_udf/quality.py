@@ -7,7 +7,8 @@ k-means and FAISS on them):
 - per level: codes used / K (utilisation), dead codes, perplexity (``exp`` of the entropy
   of the code distribution; K when every code is equally used);
 - unique-ID rate before the suffix (distinct code tuples / items), the largest bucket and
-  the bucket-size distribution (a bucket is the set of items sharing a whole code tuple);
+  the bucket-size distribution (a bucket is the set of items sharing a whole code tuple):
+  the 99th percentile of the bucket size over items and the items in buckets of more than 8;
 - reconstruction error, in latent space (``||z - zq||^2``) and input space
   (``||x - decoder(zq)||^2``), absolute and relative to the mean squared norm;
 - semantic coherence: for each item of a sample, its exact nearest neighbour by cosine among
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -66,10 +68,42 @@ def unique_rate(codes: np.ndarray) -> float:
     return len(bucket_sizes(codes)) / len(codes)
 
 
+LARGE_BUCKET = 8  # "items in large buckets" counts the items of buckets holding more than this many
+
+
+def item_bucket_quantile(sizes: np.ndarray, q: float) -> int:
+    """The bucket size that a share ``q`` of *items* do not exceed: the smallest ``s`` such that
+    at least ``q`` of all items are in a bucket of ``s`` items or fewer.
+
+    Taken over items, not buckets: with 100 singletons and one bucket of 50, 99% of the
+    buckets hold one item but a third of the items are in the bucket of 50, so the item
+    quantile at 0.99 is 50 (the per-bucket percentile, ``p99_bucket_size``, says 1)."""
+    if not 0.0 < q <= 1.0:
+        raise ValueError(f"q: expected in (0, 1], got {q}")
+    sizes = np.sort(np.asarray(sizes, dtype=np.int64))
+    if sizes.ndim != 1 or len(sizes) == 0 or sizes.min() < 1:
+        raise ValueError(f"sizes: expected a non-empty list of positive bucket sizes, got {sizes[:5].tolist()}")
+    covered = np.cumsum(sizes)  # items in buckets no larger than sizes[i] (sizes sorted ascending)
+    need = math.ceil(round(q * int(covered[-1]), 6))  # items to cover (rounded: 0.99 * 100 is 99, not 99.00...01)
+    return int(sizes[np.searchsorted(covered, need, side="left")])
+
+
+def items_in_buckets_over(sizes: np.ndarray, size: int) -> int:
+    """Items whose bucket holds more than ``size`` items."""
+    sizes = np.asarray(sizes, dtype=np.int64)
+    return int(sizes[sizes > size].sum())
+
+
 def bucket_stats(codes: np.ndarray) -> dict[str, Any]:
+    """Bucket-size statistics of a code matrix. ``p99_bucket_size`` is the 99th percentile over
+    *buckets* (numpy's linear interpolation); ``p99_item_bucket_size`` is over *items* (see
+    :func:`item_bucket_quantile`): 99% of items are in a bucket no larger than it.
+    ``items_in_buckets_over_8`` counts the items of buckets holding more than 8 items
+    (``LARGE_BUCKET``), ``share_in_buckets_over_8`` their share of all items."""
     sizes = bucket_sizes(codes)
     n = int(sizes.sum())
     values, how_many = np.unique(sizes, return_counts=True)
+    large = items_in_buckets_over(sizes, LARGE_BUCKET)
     return {
         "items": n,
         "buckets": int(len(sizes)),
@@ -78,6 +112,9 @@ def bucket_stats(codes: np.ndarray) -> dict[str, Any]:
         "items_sharing_an_id": int(sizes[sizes > 1].sum()),
         "mean_bucket_size": n / len(sizes),
         "p99_bucket_size": float(np.percentile(sizes, 99)),
+        "p99_item_bucket_size": item_bucket_quantile(sizes, 0.99),
+        f"items_in_buckets_over_{LARGE_BUCKET}": large,
+        f"share_in_buckets_over_{LARGE_BUCKET}": large / n,
         # bucket size -> number of buckets of that size (JSON keys are strings)
         "bucket_size_histogram": {str(int(v)): int(c) for v, c in zip(values, how_many)},
     }

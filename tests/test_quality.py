@@ -30,6 +30,46 @@ def test_unique_rate_and_buckets_on_a_hand_built_table():
     assert quality.unique_rate(np.arange(10).reshape(5, 2)) == 1.0
 
 
+def brute_item_bucket_sizes(codes: np.ndarray) -> list[int]:
+    """For each item, how many items (itself included) have exactly its code tuple."""
+    rows = [tuple(r) for r in codes.tolist()]
+    return [sum(other == mine for other in rows) for mine in rows]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_item_quantile_and_large_buckets_match_a_brute_force_count(seed):
+    rng = np.random.default_rng(seed)
+    n, k = int(rng.integers(1, 400)), int(rng.integers(1, 6))
+    codes = rng.integers(0, k, size=(n, 2)) * (rng.random((n, 2)) < 0.8)  # skewed towards code 0: big buckets
+    per_item = sorted(brute_item_bucket_sizes(codes))
+    b = quality.bucket_stats(codes)
+    # p99 over items: the smallest s with at least 99% of the items in buckets of <= s items
+    p99 = min(s for s in per_item if sum(v <= s for v in per_item) * 100 >= 99 * n)
+    assert b["p99_item_bucket_size"] == p99
+    assert sum(v <= b["p99_item_bucket_size"] for v in per_item) >= 0.99 * n
+    smaller = [v for v in per_item if v < p99]
+    assert len(smaller) < 0.99 * n  # and no smaller size would do
+    assert b["items_in_buckets_over_8"] == sum(v > 8 for v in per_item)
+    assert b["share_in_buckets_over_8"] == pytest.approx(sum(v > 8 for v in per_item) / n)
+    assert b["items_in_buckets_over_8"] <= n and b["p99_item_bucket_size"] <= b["largest_bucket"]
+    for q in (0.5, 0.9, 1.0):
+        exact = min(s for s in per_item if sum(v <= s for v in per_item) >= q * n - 1e-9)
+        assert quality.item_bucket_quantile(quality.bucket_sizes(codes), q) == exact
+
+
+def test_item_quantile_is_over_items_not_buckets():
+    # 100 singletons and one bucket of 50: 99% of buckets hold 1 item, a third of the items are in the 50
+    codes = np.concatenate([np.stack([np.arange(100), np.zeros(100, int)], 1), np.full((50, 2), 999)])
+    b = quality.bucket_stats(codes)
+    assert b["p99_bucket_size"] < 2 and b["p99_item_bucket_size"] == 50
+    assert b["items_in_buckets_over_8"] == 50 and b["share_in_buckets_over_8"] == pytest.approx(50 / 150)
+    # the quantile is reached without the bucket of 2 only when singletons hold 99% of the items
+    assert quality.item_bucket_quantile(np.array([1] * 198 + [2]), 0.99) == 1  # 198 of 200 items: 99%
+    assert quality.item_bucket_quantile(np.array([1] * 98 + [2]), 0.99) == 2  # 98 of 100: not enough
+    with pytest.raises(ValueError, match="q"):
+        quality.item_bucket_quantile(np.array([1, 2]), 0.0)
+
+
 def test_chance_of_sharing_a_prefix():
     # first code: groups of 3 and 3 -> (3*2 + 3*2) / (6*5) = 0.4; both codes: (2*1 + 3*2) / 30
     assert quality.prefix_share_chance(CODES, 1) == pytest.approx(12 / 30)
