@@ -60,9 +60,13 @@ class TrainConfig:
     dead_code_steps: int = 50  # a code unused for this many steps is re-seeded
     seed: int = 0  # seed for the sample, the init and the shuffling (deterministic for a seed and thread count)
     threads: int = 0  # torch threads on the driver; 0 = torch's default
+    balance_last_level: int = 0  # Sinkhorn-Knopp iterations that balance the last level's code assignment of each training batch (as LC-Rec); 0 = off (nearest code). Training epochs only: inference stays nearest code / beam
 
     def validate(self) -> None:
         _positive(self, "sample_size", "epochs", "batch_size", "kmeans_iters", "dead_code_steps")
+        if self.balance_last_level < 0:
+            raise ConfigError(f"train.balance_last_level: expected >= 0 (Sinkhorn iterations, 0 = off), "
+                              f"got {self.balance_last_level}")
         if not (0.0 < self.lr):
             raise ConfigError(f"train.lr: expected > 0, got {self.lr}")
         if not (0.0 <= self.beta):

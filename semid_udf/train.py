@@ -17,6 +17,15 @@ re-seeded from the worst-reconstructed items; a round is kept only if it lowers 
 Measured: latent error -4%, first-code lift 82x -> 87x, and no code left dead on the sample
 (without it a small test set kept 13 of 16 codes); it costs some unique IDs (0.977 -> 0.9725
 on the bench) and the largest bucket grew 47 -> 90: kept, with the trade-off documented.
+Optional (``train.balance_last_level`` > 0, off by default): during the training epochs the
+last level's codes of each batch come from a balanced assignment instead of the nearest code,
+as LC-Rec (Zheng et al. 2024, "Adapting Large Language Models by Integrating Collaborative
+Semantics for Recommendation") does: entropic optimal transport of the batch's residuals
+onto the last codebook with uniform marginals, solved by Sinkhorn-Knopp, each row taking
+the code of its largest transport weight. The EMA codebook update, the commitment loss and
+the decoder then see those codes, so the last codebook is pulled towards an even spread of
+the training residuals. Inference is untouched (nearest code / beam search per item, from
+the item alone), and so is the refinement after training.
 Deterministic for a seed and a thread count. No pyspark import here.
 """
 from __future__ import annotations
@@ -36,6 +45,9 @@ log = logging.getLogger(__name__)
 
 GRADS = ("ste", "rotation")
 REFINE_ITERS = 10  # rounds of codebook refinement on the final latents (0 = off)
+# Entropy weight of the balanced last-level assignment, on distances scaled to [-1, 1] per
+# batch (LC-Rec's value for its last level; smaller is closer to a hard balanced matching).
+BALANCE_EPSILON = 0.003
 
 
 def kmeans(x: torch.Tensor, k: int, iters: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -115,6 +127,68 @@ def rotate_to(z: torch.Tensor, zq: torch.Tensor) -> torch.Tensor:
     return scale * (z - 2 * (z * r).sum(1, keepdim=True) * r + 2 * (z * e).sum(1, keepdim=True) * q)
 
 
+def sinkhorn_assign(dist: torch.Tensor, iters: int, epsilon: float = BALANCE_EPSILON) -> torch.Tensor:
+    """Balanced assignment of ``B`` rows to ``K`` codes from distances ``dist [B, K]``.
+
+    Entropic optimal transport with uniform marginals (each row carries ``1/B``, each code
+    receives ``1/K``), solved by ``iters`` rounds of Sinkhorn-Knopp (alternately rescale the
+    plan's columns, then its rows) in float64, on the distances scaled to [-1, 1] over the
+    batch so that ``epsilon`` does not depend on their unit. Each row takes the code of its
+    largest transport weight (ties: the lowest code). The plan is ``exp(-d / epsilon)`` times
+    a price per row and per code, so this is the nearest code after a per-code price that
+    grows with the code's load: a code nearest to more than ``B/K`` rows hands its farthest
+    rows to their next codes. Deterministic; no randomness."""
+    if dist.ndim != 2 or dist.shape[0] == 0 or dist.shape[1] == 0:
+        raise ValueError(f"sinkhorn_assign: expected a non-empty [rows, codes] matrix, got {list(dist.shape)}")
+    if iters <= 0 or not epsilon > 0:
+        raise ValueError(f"sinkhorn_assign: expected iters > 0 and epsilon > 0, got {iters} and {epsilon}")
+    d = dist.detach().to(torch.float64)
+    if not torch.isfinite(d).all():
+        raise ValueError("sinkhorn_assign: the distances hold NaN/Inf (the latents diverged)")
+    b, k = d.shape
+    hi, lo = d.max(), d.min()
+    mid = (hi + lo) / 2
+    d = (d - mid) / (hi - mid + 1e-5)  # in [-1, 1]; the constant keeps a batch of equal distances finite
+    logits = -d / epsilon
+    plan = torch.exp(logits - logits.max(dim=1, keepdim=True).values)  # a row's scale is free: its best is 1
+    plan /= plan.sum()
+    for _ in range(iters):
+        plan /= plan.sum(dim=0, keepdim=True) * k  # every code receives 1/K
+        plan /= plan.sum(dim=1, keepdim=True) * b  # every row sends 1/B
+    if not torch.isfinite(plan).all():
+        raise ValueError(f"sinkhorn_assign: the transport plan under/overflowed (epsilon {epsilon} too small for "
+                         "float64 on distances scaled to [-1, 1]); use a larger epsilon")
+    return plan.argmax(dim=1)
+
+
+def quantize_for_training(quantizer: ResidualQuantizer, z: torch.Tensor, balance_iters: int,
+                          epsilon: float = BALANCE_EPSILON
+                          ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """What the training epochs quantise with: the quantiser's own greedy forward, or, with
+    ``balance_iters`` > 0, the same greedy levels and a balanced (:func:`sinkhorn_assign`)
+    last level over the batch. Returns (codes, quantised ``z``, residual entering each level)."""
+    if balance_iters <= 0:
+        return quantizer(z)
+    residual, quantized = z, torch.zeros_like(z)
+    codes, residuals = [], []
+    last = quantizer.levels - 1
+    for level in range(quantizer.levels):
+        residuals.append(residual)
+        cb = quantizer.codebooks[level]
+        if level < last:
+            idx = quantizer.nearest(residual, cb)
+        else:
+            with torch.no_grad():  # squared L2, computed as the quantiser's nearest() does, plus ||r||^2
+                r = residual.detach()
+                dist = torch.addmm((cb * cb).sum(1), r, cb.t(), beta=1.0, alpha=-2.0) + (r * r).sum(1, keepdim=True)
+            idx = sinkhorn_assign(dist, balance_iters, epsilon)
+        q = cb[idx]
+        quantized = quantized + q
+        residual = residual - q
+        codes.append(idx)
+    return torch.stack(codes, dim=1), quantized, residuals
+
+
 def init_codebooks(model: RQVAE, data: torch.Tensor, iters: int, gen: torch.Generator) -> list[torch.Tensor]:
     """k-means++ of each level on the residuals of the sample's latents; returns counts per level."""
     counts = []
@@ -129,8 +203,11 @@ def init_codebooks(model: RQVAE, data: torch.Tensor, iters: int, gen: torch.Gene
 
 
 def train_epochs(model: RQVAE, data: torch.Tensor, cfg: TrainConfig, ema: EmaCodebooks, gen: torch.Generator,
-                 grad: str = "ste") -> list[dict[str, float]]:
-    """Adam on the encoder and decoder, EMA on the codebooks; returns per-epoch mean losses."""
+                 grad: str = "ste", balance_epsilon: float = BALANCE_EPSILON) -> list[dict[str, float]]:
+    """Adam on the encoder and decoder, EMA on the codebooks; returns per-epoch mean losses.
+    With ``cfg.balance_last_level`` > 0 the last level's codes of each batch are balanced
+    (:func:`quantize_for_training`); ``moved`` is then the share of a batch's items whose
+    balanced last code is not their nearest one (epoch mean)."""
     if grad not in GRADS:
         raise ValueError(f"grad: expected one of {GRADS}, got {grad!r}")
     n = data.shape[0]
@@ -141,11 +218,15 @@ def train_epochs(model: RQVAE, data: torch.Tensor, cfg: TrainConfig, ema: EmaCod
         te = time.perf_counter()
         perm = torch.randperm(n, generator=gen)
         sums = np.zeros(3)
+        moved = 0.0
         batches = 0
         for start in range(0, n - bs + 1, bs):  # full batches only: every step sees the same shape
             xb = data[perm[start:start + bs]]
             z = model.encoder(xb)
-            codes, zq, residuals = model.quantizer(z)
+            codes, zq, residuals = quantize_for_training(model.quantizer, z, cfg.balance_last_level, balance_epsilon)
+            if cfg.balance_last_level > 0:
+                nearest = model.quantizer.nearest(residuals[-1].detach(), model.quantizer.codebooks[-1])
+                moved += float((codes[:, -1] != nearest).float().mean())
             z_q = rotate_to(z, zq) if grad == "rotation" else z + (zq - z).detach()
             x_hat = model.decoder(z_q)
             recon = ((x_hat - xb) ** 2).sum(1).mean()
@@ -160,10 +241,13 @@ def train_epochs(model: RQVAE, data: torch.Tensor, cfg: TrainConfig, ema: EmaCod
             batches += 1
         loss, recon, commit = sums / max(batches, 1)
         history.append({"epoch": epoch + 1, "loss": loss, "recon": recon, "commit": commit})
+        if cfg.balance_last_level > 0:
+            history[-1]["moved"] = moved / max(batches, 1)
         elapsed = time.perf_counter() - t0
-        log.info("epoch %d/%d  loss %.4f  recon %.4f  commit %.4f  (%.1fs, eta %.0fs, %d code resets so far)",
-                 epoch + 1, cfg.epochs, loss, recon, commit, time.perf_counter() - te,
-                 elapsed / (epoch + 1) * (cfg.epochs - epoch - 1), ema.resets)
+        log.info("epoch %d/%d  loss %.4f  recon %.4f  commit %.4f%s  (%.1fs, eta %.0fs, %d code resets so far)",
+                 epoch + 1, cfg.epochs, loss, recon, commit,
+                 f"  balanced last level moved {history[-1]['moved']:.3f}" if "moved" in history[-1] else "",
+                 time.perf_counter() - te, elapsed / (epoch + 1) * (cfg.epochs - epoch - 1), ema.resets)
     return history
 
 
@@ -214,8 +298,10 @@ def utilisation(codes: np.ndarray, codebook_size: int) -> list[float]:
 
 
 def fit(x: np.ndarray, model_cfg: ModelConfig, cfg: TrainConfig, *, grad: str = "rotation",
-        refine_iters: int = REFINE_ITERS) -> tuple[RQVAE, dict[str, Any]]:
-    """Fit an RQ-VAE on ``x`` (float32 [n, D]); return the model and training metadata."""
+        refine_iters: int = REFINE_ITERS, balance_epsilon: float = BALANCE_EPSILON) -> tuple[RQVAE, dict[str, Any]]:
+    """Fit an RQ-VAE on ``x`` (float32 [n, D]); return the model and training metadata.
+    ``balance_epsilon`` is the entropy weight of the balanced last level (used only when
+    ``cfg.balance_last_level`` > 0)."""
     if x.ndim != 2 or x.dtype != np.float32:
         raise ValueError(f"training data: expected float32 [n, D], got {x.dtype} {list(x.shape)}")
     if model_cfg.input_dim not in (0, x.shape[1]):
@@ -234,7 +320,7 @@ def fit(x: np.ndarray, model_cfg: ModelConfig, cfg: TrainConfig, *, grad: str = 
     counts = init_codebooks(model, data, cfg.kmeans_iters, gen)
     log.info("k-means init of %d levels on %d rows in %.1fs", model_cfg.levels, n, time.perf_counter() - t0)
     ema = EmaCodebooks(model, counts, bs / n, cfg)
-    history = train_epochs(model, data, cfg, ema, gen, grad=grad)
+    history = train_epochs(model, data, cfg, ema, gen, grad=grad, balance_epsilon=balance_epsilon)
 
     model.eval()
     with torch.no_grad():
@@ -254,6 +340,8 @@ def fit(x: np.ndarray, model_cfg: ModelConfig, cfg: TrainConfig, *, grad: str = 
         "ema_decay": cfg.ema_decay,
         "dead_code_steps": cfg.dead_code_steps,
         "grad": grad,
+        "balance_last_level": cfg.balance_last_level,
+        **({"balance_epsilon": balance_epsilon} if cfg.balance_last_level > 0 else {}),
         "code_resets": ema.resets,
         "refinement": refine,
         "fit_seconds": round(time.perf_counter() - t0, 2),
