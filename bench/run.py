@@ -187,32 +187,45 @@ class RssSampler(threading.Thread):
             agg[key] = agg.get(key, 0.0) + ticks / tick
         return {k: round(v, 1) for k, v in sorted(agg.items(), key=lambda kv: -kv[1]) if v >= 0.5}
 
+    def sample(self) -> None:
+        """One pass over the tree: CPU ticks, kind and RSS of each process."""
+        workers = []
+        for pid in self.tree():
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                self.cpu_ticks[pid] = int(stat[11]) + int(stat[12])  # utime + stime
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                rss = next(int(line.split()[1]) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                           if line.startswith("VmRSS:")) / 1024
+            except (OSError, StopIteration):
+                continue
+            self.kind[pid] = process_kind(cmd, pid == self.root)
+            if self.kind[pid] == "driver_jvm":
+                self.sample_threads(pid)
+                self.peak["driver_jvm_mb"] = max(self.peak["driver_jvm_mb"], rss)
+            elif self.kind[pid] == "python_workers":
+                workers.append(rss)
+            elif pid == self.root:
+                self.peak["driver_python_mb"] = max(self.peak["driver_python_mb"], rss)
+        if workers:
+            self.peak["python_worker_max_mb"] = max(self.peak["python_worker_max_mb"], max(workers))
+            self.peak["python_workers_sum_mb"] = max(self.peak["python_workers_sum_mb"], sum(workers))
+
     def run(self) -> None:
         while not self.stop_flag:
-            workers = []
-            for pid in self.tree():
-                try:
-                    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                    self.cpu_ticks[pid] = int(stat[11]) + int(stat[12])  # utime + stime
-                    cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                    rss = next(int(line.split()[1]) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-                               if line.startswith("VmRSS:")) / 1024
-                except (OSError, StopIteration):
-                    continue
-                self.kind[pid] = ("driver_jvm" if "java" in cmd.split(" ")[0] else
-                                  "python_workers" if ("pyspark.daemon" in cmd or "pyspark.worker" in cmd) else
-                                  "driver_python" if pid == self.root else "other")
-                if "java" in cmd.split(" ")[0]:
-                    self.sample_threads(pid)
-                    self.peak["driver_jvm_mb"] = max(self.peak["driver_jvm_mb"], rss)
-                elif "pyspark.daemon" in cmd or "pyspark.worker" in cmd:
-                    workers.append(rss)
-                elif pid == self.root:
-                    self.peak["driver_python_mb"] = max(self.peak["driver_python_mb"], rss)
-            if workers:
-                self.peak["python_worker_max_mb"] = max(self.peak["python_worker_max_mb"], max(workers))
-                self.peak["python_workers_sum_mb"] = max(self.peak["python_workers_sum_mb"], sum(workers))
+            self.sample()
             time.sleep(0.5)
+
+
+def process_kind(cmd: str, is_root: bool) -> str:
+    """driver_jvm, python_workers (Spark's daemon or semid's, their forks, plain workers),
+    driver_python (the root) or other."""
+    exe = cmd.split(" ")[0]
+    if "java" in exe:
+        return "driver_jvm"
+    if any(m in cmd for m in ("pyspark.daemon", "semid_udf.daemon", "pyspark.worker")):
+        return "python_workers"
+    return "driver_python" if is_root else "other"
 
 
 def job(data: Path, ck: Path, wh: Path, table: str, master: str | None, device: str, extra: list[str],

@@ -41,10 +41,50 @@ def session():
                                        "spark.sql.execution.arrow.maxRecordsPerBatch": "8192"})
 
 
-def time_query(df) -> float:
-    t0 = time.perf_counter()
-    df.write.format("noop").mode("overwrite").save()
-    return time.perf_counter() - t0
+CPU: dict[str, list[dict[str, float]]] = {}
+
+
+class QueryCpu:
+    """CPU seconds each kind of process of this tree (this driver, its JVM, the Python
+    workers) and each kind of JVM thread spent during one query: /proc sampled every 0.5 s
+    by bench/run.py's sampler, deltas per process and thread (a process that exits between
+    two samples loses at most its last half second)."""
+
+    def __enter__(self) -> "QueryCpu":
+        from run import RssSampler
+
+        self.s = RssSampler(os.getpid())
+        self.s.sample()
+        self.base, self.base_threads = dict(self.s.cpu_ticks), dict(self.s.jvm_threads)
+        self.s.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.s.stop_flag = True
+        self.s.join()
+        self.s.sample()
+        tick = os.sysconf("SC_CLK_TCK")
+        by_kind: dict[str, float] = {}
+        for pid, ticks in self.s.cpu_ticks.items():
+            k = self.s.kind.get(pid, "other")
+            by_kind[k] = by_kind.get(k, 0.0) + (ticks - self.base.get(pid, 0)) / tick
+        threads: dict[str, float] = {}
+        for key, (tname, ticks) in self.s.jvm_threads.items():
+            t = tname.rstrip("0123456789#-+ ").strip() or tname
+            threads[t] = threads.get(t, 0.0) + (ticks - self.base_threads.get(key, (tname, 0))[1]) / tick
+        self.result = {"by_process": {k: round(v, 1) for k, v in sorted(by_kind.items())},
+                       "jvm_threads": {k: round(v, 1) for k, v in sorted(threads.items(), key=lambda kv: -kv[1])
+                                       if v >= 0.5}}
+
+
+def time_query(df, name: str | None = None) -> float:
+    with QueryCpu() as cpu:
+        t0 = time.perf_counter()
+        df.write.format("noop").mode("overwrite").save()
+        s = time.perf_counter() - t0
+    if name:
+        CPU.setdefault(name, []).append(cpu.result)
+    return s
 
 
 def predict_batch_codes(ck: Path, levels: int):
@@ -113,12 +153,13 @@ def main() -> int:
         if name not in skip:
             time_query(q().limit(20_000))
     runs: dict[str, list[float]] = {k: [] for k in ("udf", "predict_batch_udf", "job_encode", "job_total")}
+    job_cpu = []
     job_runs = []
     for i in range(args.repeat):
         for name, q in queries.items():
             if name in skip:
                 continue
-            s = time_query(q())
+            s = time_query(q(), name)
             runs[name].append(args.n / s)
             log.info("%s run %d: %.1f s, %.0f items/s", name, i + 1, s, args.n / s)
         if "job" not in skip:
@@ -127,12 +168,16 @@ def main() -> int:
             runs["job_encode"].append(args.n / r["timings"]["encode"])
             runs["job_total"].append(r["items_s"])
             job_runs.append(r)
+            job_cpu.append(r["cpu_s_by_process"])
             log.info("job run %d: encode %.1f s (%.0f items/s), total %.1f s", i + 1, r["timings"]["encode"],
                      args.n / r["timings"]["encode"], r["job_s"])
             spark, queries = setup(data, ck)
     res = {"tag": tag, "n": args.n, "dim": args.dim, "cpus": os.cpu_count(),
            "items_s_runs": {k: [round(v) for v in vs] for k, vs in runs.items() if vs},
-           "items_s_median": {k: round(statistics.median(vs)) for k, vs in runs.items() if vs}}
+           "items_s_median": {k: round(statistics.median(vs)) for k, vs in runs.items() if vs},
+           "cpu_s_by_process": CPU}
+    if job_cpu:
+        res["cpu_s_by_process"]["job (whole run)"] = job_cpu
     m = res["items_s_median"]
     if "udf" in m and "predict_batch_udf" in m:
         res["udf_over_predict_batch_udf"] = round(m["udf"] / m["predict_batch_udf"], 2)
