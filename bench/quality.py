@@ -72,26 +72,6 @@ def slug(name: str) -> str:
     return name.replace(", ", "-").replace(" cap ", "-cap").replace(" ", "-").replace("(", "").replace(")", "")
 
 
-def codes_reconstruction(model, x: np.ndarray, codes: np.ndarray, batch: int = 8192) -> dict:
-    """Latent and input relative errors of ``codes`` (any codes, e.g. resolved ones) under ``model``."""
-    import torch
-
-    lat_err = lat_norm = in_err = in_norm = 0.0
-    with torch.inference_mode():
-        for s in range(0, len(x), batch):
-            xb = torch.from_numpy(np.ascontiguousarray(x[s:s + batch]))
-            z = model.encoder(xb)
-            zq = model.quantizer.decode_codes(torch.from_numpy(codes[s:s + batch].astype(np.int64)))
-            x_hat = model.decoder(zq)
-            lat_err += float(((z - zq) ** 2).sum())
-            lat_norm += float((z ** 2).sum())
-            in_err += float(((xb - x_hat) ** 2).sum())
-            in_norm += float((xb ** 2).sum())
-    n = len(x)
-    return {"latent_mse": lat_err / n, "latent_relative": lat_err / lat_norm,
-            "input_mse": in_err / n, "input_relative": in_err / in_norm}
-
-
 def resolve_codes(codes: np.ndarray, cand: np.ndarray, dist: np.ndarray, cap: int) -> tuple[np.ndarray, dict]:
     """``output.collisions=nearest_free`` on a whole table: ``collisions.resolve`` on each code
     prefix (nothing published; item_id = row), as ``semid-assign`` runs it per prefix group.
@@ -131,6 +111,7 @@ def resolve_codes(codes: np.ndarray, cand: np.ndarray, dist: np.ndarray, cap: in
 
 def resolver_rows(name: str, blob, model, x: np.ndarray, fit_s: float, training: dict, args) -> list[dict]:
     """One row per ``--resolve-cap``: the checkpoint's codes resolved by meaning at that cap."""
+    from semid_udf import quality
     from semid_udf.config import JobConfig
     from semid_udf.encode import CodeEncoder
 
@@ -144,14 +125,14 @@ def resolver_rows(name: str, blob, model, x: np.ndarray, fit_s: float, training:
     if not ok.all():
         raise RuntimeError(f"{name}: {int((~ok).sum())} rows with a non-finite latent")
     cand_s = time.perf_counter() - t0
-    base = codes_reconstruction(model, x, codes)
+    base = quality.reconstruction(model, x, codes=codes)
     beam = int(blob.model.get("beam", 1))
     rows = []
     for cap in caps:
         t1 = time.perf_counter()
         resolved, info = resolve_codes(codes, cand, dist, cap)
         info["resolve_seconds"] = round(time.perf_counter() - t1 + cand_s, 1)
-        recon = codes_reconstruction(model, x, resolved)
+        recon = quality.reconstruction(model, x, codes=resolved)
         # the resolver's extra distances are exactly the added squared latent error
         added = (recon["latent_mse"] - base["latent_mse"]) * len(x)
         log.info("%s cap %d: %d items moved (%s by rank), added latent error %.2f (sum of extra distances %.2f), "

@@ -195,15 +195,21 @@ def coherence(x: np.ndarray, codes: np.ndarray, sample: int = 20_000, seed: int 
     return out
 
 
-def reconstruction(model: torch.nn.Module, x: np.ndarray, batch: int = 4096) -> dict[str, float]:
-    """Latent and input-space squared errors of semid's RQ-VAE (per item, summed over dims)."""
+def reconstruction(model: torch.nn.Module, x: np.ndarray, batch: int = 4096,
+                   codes: np.ndarray | None = None) -> dict[str, float]:
+    """Latent and input-space squared errors of semid's RQ-VAE (per item, summed over dims),
+    for the codes inference assigns, or for given ``codes`` (int [n, levels], e.g. after a
+    collision resolver moved some items)."""
     lat_err = lat_norm = in_err = in_norm = 0.0
     model.eval()
     with torch.inference_mode():
         for start in range(0, len(x), batch):
             xb = torch.from_numpy(np.ascontiguousarray(x[start:start + batch], dtype=np.float32))
             z = model.encoder(xb)
-            _, zq = model.quantize(z)  # the codes inference publishes (beam search when model.beam > 1)
+            if codes is None:
+                _, zq = model.quantize(z)  # the codes inference publishes (beam search when model.beam > 1)
+            else:
+                zq = model.quantizer.decode_codes(torch.from_numpy(codes[start:start + batch].astype(np.int64)))
             x_hat = model.decoder(zq)
             lat_err += float(((z - zq) ** 2).sum())
             lat_norm += float((z ** 2).sum())

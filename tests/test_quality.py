@@ -112,6 +112,11 @@ def test_report_of_a_checkpoint_writes_json_and_plots(tiny_checkpoint, tmp_path)
     assert rep["items"] == 2000 and len(rep["per_level"]) == 3
     r = rep["reconstruction"]
     assert 0 < r["latent_relative"] < 1 and r["input_mse"] > 0
+    # given codes: the model's own give the same errors; moving items to other codes costs error
+    assert quality.reconstruction(model, x, codes=codes) == pytest.approx(r, rel=1e-5)
+    other = codes.copy()
+    other[:, -1] = (other[:, -1] + 1) % 16
+    assert quality.reconstruction(model, x, codes=other)["latent_mse"] > r["latent_mse"]
     # coherence on clustered data: neighbours share first codes far above chance
     assert rep["coherence"]["lift_first_1"] > 2
     path = quality.write_json(rep, tmp_path / "report.json")
