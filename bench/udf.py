@@ -168,7 +168,7 @@ def main() -> int:
             runs["job_encode"].append(args.n / r["timings"]["encode"])
             runs["job_total"].append(r["items_s"])
             job_runs.append(r)
-            job_cpu.append(r["cpu_s_by_process"])
+            job_cpu.append({"by_process": r["cpu_s_by_process"], "jvm_threads": r["jvm_cpu_s_by_thread"]})
             log.info("job run %d: encode %.1f s (%.0f items/s), total %.1f s", i + 1, r["timings"]["encode"],
                      args.n / r["timings"]["encode"], r["job_s"])
             spark, queries = setup(data, ck)
