@@ -199,9 +199,10 @@ class RunRecord:
 
 class Background:
     """One Spark action in another thread (classic sessions: in its own job group, so its
-    progress can be followed and it can be cancelled); ``wait`` re-raises its error."""
+    progress can be followed and it can be cancelled); ``wait`` re-raises its error.
+    ``fn`` receives the job group, which exists before the thread starts."""
 
-    def __init__(self, spark: SparkSession, description: str, fn: Callable[[], Any]):
+    def __init__(self, spark: SparkSession, description: str, fn: Callable[[str], Any]):
         self.spark, self.sc = spark, spark.sparkContext  # classic sessions only (see Encode)
         self.group, self.description = f"semid-{uuid.uuid4().hex[:12]}", description
         self.error: BaseException | None = None
@@ -212,7 +213,7 @@ class Background:
         def target() -> None:
             try:
                 self.sc.setJobGroup(self.group, description, interruptOnCancel=True)
-                self.value = fn()
+                self.value = fn(self.group)
             except BaseException as e:  # handed to the main thread by wait()
                 self.error = e
             finally:
@@ -269,9 +270,7 @@ class Encode:
         """Start in the background where that pays (see the class doc)."""
         if is_connect(self.spark) or self.cfg.output.shards > 1:
             return
-        holder: dict[str, Any] = {}
-        holder["bg"] = self.bg = Background(self.spark, f"semid {self.res.run_id}: encoding",
-                                            lambda: self._run(group=holder["bg"].group))
+        self.bg = Background(self.spark, f"semid {self.res.run_id}: encoding", lambda group: self._run(group=group))
         self.bg.wait_started()
 
     def wait(self, name: ct.TableName, base_row: dict[str, Any], step: Callable[[str], None],

@@ -179,12 +179,12 @@ def test_background_action_is_running_before_the_metastore_work_starts(spark):
     """run_assign starts the metastore work once the encode's first job exists (wait_started);
     an action that fails before it has a job must not leave that wait hanging."""
     sc = spark.sparkContext
-    bg = Background(spark, "a job", lambda: spark.range(0, 1000, 1, 2).selectExpr("sum(id)").collect())
+    bg = Background(spark, "a job", lambda group: spark.range(0, 1000, 1, 2).selectExpr("sum(id)").collect())
     bg.wait_started()
     assert sc.statusTracker().getJobIdsForGroup(bg.group)
     bg.wait()
 
-    def fails() -> None:
+    def fails(group: str) -> None:
         raise ValueError("no job for this one")
 
     bg = Background(spark, "no job", fails)
@@ -192,6 +192,14 @@ def test_background_action_is_running_before_the_metastore_work_starts(spark):
     assert not sc.statusTracker().getJobIdsForGroup(bg.group)
     with pytest.raises(ValueError, match="no job for this one"):
         bg.wait()
+
+
+def test_background_action_gets_its_group_at_once(spark):
+    """The action may need its job group as its first step (the encode reports progress by
+    it): the group is handed to it, never read from an object still being built."""
+    for _ in range(20):
+        bg = Background(spark, "group first", lambda group: group)
+        assert bg.wait() == bg.group
 
 
 def test_session_conf_is_restored(spark):
