@@ -3,6 +3,8 @@ import json
 import sys
 from pathlib import Path
 
+import udf_md  # this folder's
+
 OUT = Path(__file__).resolve().parent / "out"
 
 
@@ -130,6 +132,7 @@ def main() -> None:
             w("| JVM thread | CPU s |\n|---|---|\n")
             for k, v in list(threads.items())[:10]:
                 w(f"| {k} | {v} |\n")
+    udf_md.write(w)
     gpu(w)
 
 

@@ -1,6 +1,7 @@
-"""Write bench/UDF.md from the JSON files of bench/udf.py and bench/before_after.sh in bench/out/.
+"""bench/RESULTS.md's sections for bench/udf.py and bench/before_after.sh, from their JSON
+files in bench/out/ (bench/results_md.py writes them with the rest; this prints them alone).
 
-    python bench/udf_md.py [--udf-tag udf_n1000000_d768] > bench/UDF.md
+    python bench/udf_md.py [--udf-tag udf_n1000000_d768]
 """
 from __future__ import annotations
 
@@ -28,21 +29,16 @@ def cpu_line(label: str, entries: list[dict]) -> str:
     return f"| {label} | {sum(pick['by_process'].values()):.1f} | {procs} | {threads} |\n"
 
 
-def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--udf-tag", default="udf_n1000000_d768")
-    args = p.parse_args()
-    w = sys.stdout.write
-    w("# The UDF, and the job before and after this round's publish change\n\n")
-    w("Made by `python bench/udf_md.py > bench/UDF.md` from bench/out/ (not in git). Items per second, this\n"
-      "2-core machine, local mode, one torch thread per task.\n\n")
-    u = OUT / f"{args.udf_tag}.json"
+def write(w, udf_tag: str = "udf_n1000000_d768") -> None:
+    """The sections, where their JSON files exist."""
+    u = OUT / f"{udf_tag}.json"
     if u.exists():
         r = json.loads(u.read_text())
-        w(f"## `semantic_codes` vs `predict_batch_udf` vs the job's encode (`python bench/udf.py`, {r['n']:,} x "
+        w(f"\n## `semantic_codes` vs `predict_batch_udf` vs the job's encode (`python bench/udf.py`, {r['n']:,} x "
           f"{r['dim']})\n\n")
-        w("Runs alternate; the median run of each is shown, every run after it. 'job encode' is the encode step\n"
-          "of `semid-assign --set input.reader=spark` (the JVM hands the vectors to Python, as for the UDFs).\n\n")
+        w("Local mode, one torch thread per task. Runs alternate; the median run of each is shown, every run\n"
+          "after it. 'job encode' is the encode step of `semid-assign --set input.reader=spark` (the JVM hands\n"
+          "the vectors to Python, as it does to both UDFs).\n\n")
         w("| query | median items/s | every run |\n|---|---|---|\n")
         for k, med in r["items_s_median"].items():
             w(f"| {k} | {med:,} | {', '.join(f'{v:,}' for v in r['items_s_runs'][k])} |\n")
@@ -54,16 +50,21 @@ def main() -> None:
           "kinds, names cut at 15 characters by /proc):\n\n| query | CPU s | by process | JVM threads |\n|---|---|---|---|\n")
         for k, entries in r.get("cpu_s_by_process", {}).items():
             w(cpu_line(k, entries))
-        w("\n")
     before, after = runs("before"), runs("after")
     if before and after:
-        w("## The job before and after (`bash bench/before_after.sh REV`, 1M x 768, rounds alternate)\n\n")
+        w("\n## The job before and after (`bash bench/before_after.sh REV`, 1M x 768, rounds alternate)\n\n")
         w("| side | job items/s (every run) | median | ceiling median | job/ceiling |\n|---|---|---|---|---|\n")
         for side, rs in (("before", before), ("after", after)):
             job = [x["job"]["items_s"] for x in rs]
             ceil = [x["ceiling"]["items_s"] for x in rs]
             w(f"| {side} | {', '.join(f'{v:,.0f}' for v in job)} | {statistics.median(job):,.0f} | "
               f"{statistics.median(ceil):,.0f} | {statistics.median(job) / statistics.median(ceil):.2f} |\n")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--udf-tag", default="udf_n1000000_d768")
+    write(sys.stdout.write, p.parse_args().udf_tag)
 
 
 if __name__ == "__main__":
