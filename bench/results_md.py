@@ -42,6 +42,14 @@ local[2] at 05:03 ran at 19-21k items/s, the main run's local[*] (also two tasks
   C1 only 21,329 / 22,358 / 21,739 against 21,399 / 21,362 items/s. Parquet without dictionaries or
   compression: no change (write stage 17.7 and 15.1 CPU s against 15.3-16.8).
 - GPU figures below are from the first round; no GPU machine was lent to this task.
+- **Added 2026-12-01** (sections after the CPU table; the rest of this page is the 2026-11-27 pass): the
+  public UDF against `predict_batch_udf` (`bench/udf.py`) and the job before and after this round's publish
+  change (`bench/before_after.sh`). The machine ran slower that day (ceiling 40-42k items/s at 1M x 768).
+  The UDF runs at about the rate of `predict_batch_udf` (1.04x at 1M) because both spend most of their CPU
+  in the JVM's executor threads (117 of 154 CPU s for the UDF at 1M: the `array<float>` column read from
+  Parquet and copied, element by element, into Arrow for Python), against 36 CPU s in the Python workers. The same vectors
+  stored as binary blobs of packed float32 cut the JVM's task threads from 36.5 to 5.8 CPU s at 300k rows,
+  and the UDF ran 2.5x faster (2.8x `predict_batch_udf`, which takes array or numeric columns only).
 
 """
 

@@ -11,7 +11,10 @@ and --repeat times (the median run of each is reported):
   2. predict_batch_udf: pyspark.ml.functions.predict_batch_udf wrapping the same model (the
      same CodeEncoder: fixed micro-batches, same threads), the same query;
   3. job encode: ``semid-assign --set input.reader=spark`` (both then receive the vectors from
-     the JVM); its encode step (encode, cache, count per reason) from the manifest's timings.
+     the JVM); its encode step (encode, cache, count per reason) from the manifest's timings;
+  4. udf_binary (``--binary``): the UDF over a copy of the data whose embeddings are binary
+     blobs of packed float32 (``binary_dtype="float32"``): the JVM passes one value per row
+     instead of an array of floats.
 
 All in local mode on this machine's cores, one torch thread per task. Writes
 bench/out/<tag>.json.
@@ -113,16 +116,46 @@ def predict_batch_codes(ck: Path, levels: int):
 DIM = 768
 
 
-def setup(data: Path, ck: Path):
-    """A session and the two queries: every row's codes by semid's UDF, and by predict_batch_udf."""
+def binary_copy(data: Path, dim: int) -> Path:
+    """The same rows with each embedding as one binary value of packed little-endian float32
+    (``<data>_binary``, made once)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out = data.with_name(data.name + "_binary")
+    if (out / "_DONE").exists():
+        return out
+    out.mkdir(exist_ok=True)
+    for f in sorted(data.glob("*.parquet")):
+        t = pq.read_table(f)
+        emb = t.column("embedding").combine_chunks()
+        vec = np.ascontiguousarray(emb.flatten().to_numpy(zero_copy_only=False), dtype="<f4")
+        if len(vec) != len(emb) * dim or emb.null_count:
+            raise ValueError(f"{f}: expected {len(emb)} non-null embeddings of {dim} floats")
+        offsets = np.arange(0, (len(emb) + 1) * dim * 4, dim * 4, dtype=np.int32)
+        blob = pa.Array.from_buffers(pa.binary(), len(emb), [None, pa.py_buffer(offsets), pa.py_buffer(vec)])
+        pq.write_table(pa.table({"item_id": t.column("item_id"), "embedding": blob}), out / f.name)
+    (out / "_DONE").touch()
+    return out
+
+
+def setup(data: Path, ck: Path, binary: Path | None = None):
+    """A session and the queries: every row's codes by semid's UDF, by predict_batch_udf, and
+    (``binary``) by semid's UDF over the same vectors stored as binary blobs."""
     from semid_udf import read_checkpoint, semantic_codes
 
     spark = session()
     df = spark.read.parquet(str(data))
-    codes = semantic_codes(read_checkpoint(ck))
+    ckpt = read_checkpoint(ck)
+    codes = semantic_codes(ckpt)
     pbu = predict_batch_codes(ck, 4)
-    return spark, {"udf": lambda: df.select("item_id", codes("embedding").alias("c")),
-                   "predict_batch_udf": lambda: df.select("item_id", pbu("embedding").alias("c"))}
+    queries = {"udf": lambda: df.select("item_id", codes("embedding").alias("c")),
+               "predict_batch_udf": lambda: df.select("item_id", pbu("embedding").alias("c"))}
+    if binary is not None:
+        blobs, codes_b = spark.read.parquet(str(binary)), semantic_codes(ckpt, binary_dtype="float32")
+        queries["udf_binary"] = lambda: blobs.select("item_id", codes_b("embedding").alias("c"))
+    return spark, queries
 
 
 def main() -> int:
@@ -133,6 +166,8 @@ def main() -> int:
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--tag", default=None)
     p.add_argument("--skip", default="", help="comma-separated: udf,predict_batch_udf,job")
+    p.add_argument("--binary", action="store_true",
+                   help="also time the UDF over a copy of the data with binary float32 blobs (udf_binary)")
     p.add_argument("--data-dir", default=str(ROOT / "bench" / "data"))
     args = p.parse_args()
     DIM = args.dim
@@ -148,11 +183,13 @@ def main() -> int:
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
 
-    spark, queries = setup(data, ck)
+    binary = binary_copy(data, args.dim) if args.binary else None
+    spark, queries = setup(data, ck, binary)
     for name, q in queries.items():  # warm-up: workers forked, models built, JIT warm
         if name not in skip:
             time_query(q().limit(20_000))
-    runs: dict[str, list[float]] = {k: [] for k in ("udf", "predict_batch_udf", "job_encode", "job_total")}
+    runs: dict[str, list[float]] = {k: [] for k in ("udf", "predict_batch_udf", "udf_binary", "job_encode",
+                                                     "job_total")}
     job_cpu = []
     job_runs = []
     for i in range(args.repeat):
@@ -171,7 +208,7 @@ def main() -> int:
             job_cpu.append({"by_process": r["cpu_s_by_process"], "jvm_threads": r["jvm_cpu_s_by_thread"]})
             log.info("job run %d: encode %.1f s (%.0f items/s), total %.1f s", i + 1, r["timings"]["encode"],
                      args.n / r["timings"]["encode"], r["job_s"])
-            spark, queries = setup(data, ck)
+            spark, queries = setup(data, ck, binary)
     res = {"tag": tag, "n": args.n, "dim": args.dim, "cpus": os.cpu_count(),
            "items_s_runs": {k: [round(v) for v in vs] for k, vs in runs.items() if vs},
            "items_s_median": {k: round(statistics.median(vs)) for k, vs in runs.items() if vs},

@@ -1,7 +1,7 @@
 """bench/RESULTS.md's sections for bench/udf.py and bench/before_after.sh, from their JSON
 files in bench/out/ (bench/results_md.py writes them with the rest; this prints them alone).
 
-    python bench/udf_md.py [--udf-tag udf_n1000000_d768]
+    python bench/udf_md.py [--udf-tag TAG ...]
 """
 from __future__ import annotations
 
@@ -29,16 +29,25 @@ def cpu_line(label: str, entries: list[dict]) -> str:
     return f"| {label} | {sum(pick['by_process'].values()):.1f} | {procs} | {threads} |\n"
 
 
-def write(w, udf_tag: str = "udf_n1000000_d768") -> None:
+TAGS = ("udf_n1000000_d768", "udf_binary_n300k_d768")  # bench/udf.py's two runs: plain, and with --binary
+
+
+def write(w, udf_tags: tuple[str, ...] = TAGS) -> None:
     """The sections, where their JSON files exist."""
-    u = OUT / f"{udf_tag}.json"
+    for tag in udf_tags:
+        udf_section(w, OUT / f"{tag}.json")
+    before_after(w)
+
+
+def udf_section(w, u: Path) -> None:
     if u.exists():
         r = json.loads(u.read_text())
-        w(f"\n## `semantic_codes` vs `predict_batch_udf` vs the job's encode (`python bench/udf.py`, {r['n']:,} x "
-          f"{r['dim']})\n\n")
+        w(f"\n## `semantic_codes` vs `predict_batch_udf` (`python bench/udf.py --n {r['n']} --dim {r['dim']}"
+          f"{' --binary' if 'udf_binary' in r['items_s_median'] else ''}`)\n\n")
         w("Local mode, one torch thread per task. Runs alternate; the median run of each is shown, every run\n"
           "after it. 'job encode' is the encode step of `semid-assign --set input.reader=spark` (the JVM hands\n"
-          "the vectors to Python, as it does to both UDFs).\n\n")
+          "the vectors to Python, as it does to both UDFs); 'udf_binary' is the UDF over the same vectors\n"
+          "stored as binary blobs of packed float32.\n\n")
         w("| query | median items/s | every run |\n|---|---|---|\n")
         for k, med in r["items_s_median"].items():
             w(f"| {k} | {med:,} | {', '.join(f'{v:,}' for v in r['items_s_runs'][k])} |\n")
@@ -46,10 +55,17 @@ def write(w, udf_tag: str = "udf_n1000000_d768") -> None:
                            ("udf_over_job_encode", "udf / job encode")):
             if key in r:
                 w(f"\n- {label}: {r[key]}")
+        m = r["items_s_median"]
+        if "udf_binary" in m:
+            w(f"\n- udf_binary / udf: {m['udf_binary'] / m['udf']:.2f}; udf_binary / predict_batch_udf: "
+              f"{m['udf_binary'] / m['predict_batch_udf']:.2f}")
         w("\n\nCPU seconds of each query (the run with the median total; processes and the JVM's busiest thread\n"
           "kinds, names cut at 15 characters by /proc):\n\n| query | CPU s | by process | JVM threads |\n|---|---|---|---|\n")
         for k, entries in r.get("cpu_s_by_process", {}).items():
             w(cpu_line(k, entries))
+
+
+def before_after(w) -> None:
     before, after = runs("before"), runs("after")
     if before and after:
         w("\n## The job before and after (`bash bench/before_after.sh REV`, 1M x 768, rounds alternate)\n\n")
@@ -63,8 +79,8 @@ def write(w, udf_tag: str = "udf_n1000000_d768") -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--udf-tag", default="udf_n1000000_d768")
-    write(sys.stdout.write, p.parse_args().udf_tag)
+    p.add_argument("--udf-tag", action="append", help=f"bench/udf.py's --tag (default: {', '.join(TAGS)})")
+    write(sys.stdout.write, tuple(p.parse_args().udf_tag or TAGS))
 
 
 if __name__ == "__main__":
