@@ -183,7 +183,7 @@ class RssSampler(threading.Thread):
         tick = os.sysconf("SC_CLK_TCK")
         agg: dict[str, float] = {}
         for name, ticks in self.jvm_threads.values():
-            key = name.rstrip("0123456789#-+ ").strip() or name
+            key = thread_kind(name)
             agg[key] = agg.get(key, 0.0) + ticks / tick
         return {k: round(v, 1) for k, v in sorted(agg.items(), key=lambda kv: -kv[1]) if v >= 0.5}
 
@@ -215,6 +215,12 @@ class RssSampler(threading.Thread):
         while not self.stop_flag:
             self.sample()
             time.sleep(0.5)
+
+
+def thread_kind(name: str) -> str:
+    """A JVM thread's name without its number ('Executor task launch worker for task 12' and
+    the like, as /proc cuts them at 15 characters)."""
+    return name.rstrip("0123456789#-+ ").strip() or name
 
 
 def process_kind(cmd: str, is_root: bool) -> str:

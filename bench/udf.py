@@ -63,6 +63,8 @@ class QueryCpu:
         return self
 
     def __exit__(self, *exc) -> None:
+        from run import thread_kind
+
         self.s.stop_flag = True
         self.s.join()
         self.s.sample()
@@ -73,7 +75,7 @@ class QueryCpu:
             by_kind[k] = by_kind.get(k, 0.0) + (ticks - self.base.get(pid, 0)) / tick
         threads: dict[str, float] = {}
         for key, (tname, ticks) in self.s.jvm_threads.items():
-            t = tname.rstrip("0123456789#-+ ").strip() or tname
+            t = thread_kind(tname)
             threads[t] = threads.get(t, 0.0) + (ticks - self.base_threads.get(key, (tname, 0))[1]) / tick
         self.result = {"by_process": {k: round(v, 1) for k, v in sorted(by_kind.items())},
                        "jvm_threads": {k: round(v, 1) for k, v in sorted(threads.items(), key=lambda kv: -kv[1])

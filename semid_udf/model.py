@@ -12,6 +12,8 @@ No pyspark import here.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import nn
 
@@ -45,13 +47,19 @@ class ResidualQuantizer(nn.Module):
         # min(dim) is about twice as fast as argmin on CPU; both return the first minimum (documented)
         return dist.min(dim=1).indices
 
-    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
-        """Return (codes ``long[B, L]``, quantised ``z``, the residual entering each level)."""
+    def forward(self, z: torch.Tensor, assign_last: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """Return (codes ``long[B, L]``, quantised ``z``, the residual entering each level).
+        ``assign_last(residual, codebook)``, when given, picks the last level's codes instead of
+        the nearest code (training only: a balanced assignment over the batch)."""
         residual, quantized = z, torch.zeros_like(z)
         codes, residuals = [], []
         for level in range(self.levels):
             residuals.append(residual)
-            idx = self.nearest(residual, self.codebooks[level])
+            if assign_last is not None and level == self.levels - 1:
+                idx = assign_last(residual, self.codebooks[level])
+            else:
+                idx = self.nearest(residual, self.codebooks[level])
             q = self.codebooks[level][idx]
             quantized = quantized + q
             residual = residual - q

@@ -396,12 +396,12 @@ def metastore_pool(spark: SparkSession) -> Iterator[None]:
     if is_connect(spark):
         yield
         return
-    sc = spark.sparkContext  # classic sessions only (checked above)
-    sc.setLocalProperty("spark.scheduler.pool", "semid_metastore")
+    ctx = spark.sparkContext  # classic sessions only (checked above)
+    ctx.setLocalProperty("spark.scheduler.pool", "semid_metastore")
     try:
         yield
     finally:
-        sc.setLocalProperty("spark.scheduler.pool", None)
+        ctx.setLocalProperty("spark.scheduler.pool", None)
 
 
 LOW_DISK = 64 << 20  # below this, a failure on a local warehouse or location is reported as a full disk

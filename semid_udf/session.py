@@ -150,10 +150,12 @@ def _connect(app_name: str, url: str, conf: Mapping[str, str], warehouse: str | 
                         str(e).splitlines()[0] if str(e) else type(e).__name__)
     skipped = []
     for k, v in DEFAULTS.items():  # semid's defaults, where the server lets a session set them
-        if k in conf or not spark.conf.isModifiable(k):
-            skipped += [k] if k not in conf else []
+        if k in conf:
             continue
-        spark.conf.set(k, v)
+        if spark.conf.isModifiable(k):
+            spark.conf.set(k, v)
+        else:
+            skipped.append(k)
     if skipped:
         log.info("Spark Connect: the server's own %s apply (static settings; semid's defaults for them are not "
                  "used)", ", ".join(skipped))

@@ -169,24 +169,14 @@ def quantize_for_training(quantizer: ResidualQuantizer, z: torch.Tensor, balance
     last level over the batch. Returns (codes, quantised ``z``, residual entering each level)."""
     if balance_iters <= 0:
         return quantizer(z)
-    residual, quantized = z, torch.zeros_like(z)
-    codes, residuals = [], []
-    last = quantizer.levels - 1
-    for level in range(quantizer.levels):
-        residuals.append(residual)
-        cb = quantizer.codebooks[level]
-        if level < last:
-            idx = quantizer.nearest(residual, cb)
-        else:
-            with torch.no_grad():  # squared L2, computed as the quantiser's nearest() does, plus ||r||^2
-                r = residual.detach()
-                dist = torch.addmm((cb * cb).sum(1), r, cb.t(), beta=1.0, alpha=-2.0) + (r * r).sum(1, keepdim=True)
-            idx = sinkhorn_assign(dist, balance_iters, epsilon)
-        q = cb[idx]
-        quantized = quantized + q
-        residual = residual - q
-        codes.append(idx)
-    return torch.stack(codes, dim=1), quantized, residuals
+
+    def balanced(residual: torch.Tensor, cb: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():  # squared L2, computed as the quantiser's nearest() does, plus ||r||^2
+            r = residual.detach()
+            dist = torch.addmm((cb * cb).sum(1), r, cb.t(), beta=1.0, alpha=-2.0) + (r * r).sum(1, keepdim=True)
+        return sinkhorn_assign(dist, balance_iters, epsilon)
+
+    return quantizer(z, assign_last=balanced)
 
 
 def init_codebooks(model: RQVAE, data: torch.Tensor, iters: int, gen: torch.Generator) -> list[torch.Tensor]:
