@@ -101,7 +101,9 @@ def ensure_database(spark: SparkSession, name: TableName, warehouse: str | None)
     if not warehouse:
         spark.sql(f"CREATE DATABASE IF NOT EXISTS {qdb}")
         return
-    loc = str(Path(warehouse).resolve() / f"{name.schema}.db")
+    # Hive keeps its own `default` database at the warehouse's root, every other one in <name>.db
+    root = Path(warehouse).resolve()
+    loc = str(root if name.schema == "default" else root / f"{name.schema}.db")
     spark.sql(f"CREATE DATABASE IF NOT EXISTS {qdb} LOCATION {lit(loc)}")
     actual = database_location(spark, name)
     if not same_location(actual, loc):

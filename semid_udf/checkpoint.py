@@ -15,7 +15,7 @@ import logging
 import struct
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors.torch import load as st_load
@@ -23,6 +23,9 @@ from safetensors.torch import save as st_save
 
 from .config import ModelConfig
 from .errors import CheckpointError
+
+if TYPE_CHECKING:
+    from .model import ResidualCoder
 
 log = logging.getLogger(__name__)
 
@@ -133,8 +136,17 @@ def save_tensors_checkpoint(
     return config["model_version"]
 
 
+# Model keys added after the first checkpoints, with the value every earlier checkpoint
+# implies. They are written only when they differ from it, so an RQ-VAE's config.json, and
+# the model version derived from it, are what they were before these keys existed.
+LATER_KEYS = {"kind": "rqvae", "normalize": False}
+
+
 def _model_dict(cfg: ModelConfig) -> dict[str, Any]:
-    return {f.name: (list(v) if isinstance(v := getattr(cfg, f.name), tuple) else v) for f in fields(cfg)}
+    out = {f.name: (list(v) if isinstance(v := getattr(cfg, f.name), tuple) else v) for f in fields(cfg)}
+    if cfg.kind == "rqkmeans":  # no network: say so rather than record widths nothing uses
+        out.update(hidden_dims=[], latent_dim=cfg.input_dim)
+    return {k: v for k, v in out.items() if not (k in LATER_KEYS and v == LATER_KEYS[k])}
 
 
 def _files(directory: str | Path) -> tuple[Any, str, str]:
@@ -219,18 +231,26 @@ def check_safetensors_bytes(data: bytes, where: Any = "weights") -> None:
         )
 
 
-def build_model(blob: CheckpointBlob) -> torch.nn.Module:
-    """Build semid's RQ-VAE from a blob and load its weights strictly (no lazy init)."""
-    from .model import RQVAE
+def build_model(blob: CheckpointBlob) -> "ResidualCoder":
+    """Build semid's model (``model.kind``) from a blob and load its weights strictly."""
+    from .model import build
 
-    model = RQVAE(model_config_from_dict(blob.model))
-    missing, unexpected = model.load_state_dict(blob.tensors(), strict=False)
-    if missing or unexpected:
-        raise CheckpointError(f"weights do not match the model: missing {missing}, unexpected {unexpected}")
+    cfg = model_config_from_dict(blob.model)
+    model = build(cfg)
+    tensors = blob.tensors()
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    shapes = [f"{k}: expected {list(expected[k].shape)}, got {list(tensors[k].shape)}" for k in sorted(expected)
+              if k in tensors and tensors[k].shape != expected[k].shape]
+    if missing or unexpected or shapes:
+        raise CheckpointError(f"checkpoint {blob.model_version}: the weights do not fit a model.kind={cfg.kind} model "
+                              f"of its config.json: missing {missing}, unexpected {unexpected}, shapes {shapes}")
+    model.load_state_dict(tensors, strict=True)
     return model.eval()
 
 
-def load_checkpoint(directory: str | Path) -> tuple[torch.nn.Module, CheckpointBlob]:
+def load_checkpoint(directory: str | Path) -> tuple["ResidualCoder", CheckpointBlob]:
     blob = read_checkpoint(directory)
     return build_model(blob), blob
 

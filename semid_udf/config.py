@@ -23,12 +23,15 @@ COLLISIONS = ("suffix", "nearest_free")
 READERS = ("auto", "arrow", "spark")
 BINARY_DTYPES = ("", "float32", "float16", "float64")
 DISTANCES = ("l2",)
+MODEL_KINDS = ("rqvae", "rqkmeans")
+KMEANS_BALANCE = ("none", "last", "all")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Shape of the RQ-VAE. Stored in the checkpoint's config.json."""
+    """Shape of the model. Stored in the checkpoint's config.json."""
 
+    kind: str = "rqvae"  # rqvae: MLP encoder + residual quantiser of its latent + decoder; rqkmeans: residual k-means on the inputs (no network)
     input_dim: int = 0  # 0: taken from the training data
     hidden_dims: tuple[int, ...] = (512, 256, 128)  # encoder layer widths (the decoder mirrors them)
     latent_dim: int = 32  # width of the latent that the codebooks quantise
@@ -36,9 +39,14 @@ class ModelConfig:
     codebook_size: int = 256  # codes per level; each code is in [0, codebook_size)
     distance: str = "l2"  # distance for the nearest code (only l2)
     beam: int = 2  # encode by beam search of this width (1 = greedy: nearest code per level); part of the model version
+    normalize: bool = False  # rqkmeans: L2-normalise each input before quantising it (cosine geometry); part of the model version
 
     def validate(self) -> None:
+        _choice("model.kind", self.kind, MODEL_KINDS)
         _positive(self, "latent_dim", "levels", "codebook_size", "beam")
+        if self.normalize and self.kind != "rqkmeans":
+            raise ConfigError(f"model.normalize: applies to model.kind=rqkmeans only, got model.kind={self.kind!r} "
+                              "(an RQ-VAE learns its own encoder; normalise the embeddings upstream instead)")
         if self.input_dim < 0:
             raise ConfigError(f"model.input_dim: expected >= 0 (0 = from the data), got {self.input_dim}")
         if any(h <= 0 for h in self.hidden_dims):
@@ -48,7 +56,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Fitting the RQ-VAE on a bounded sample collected to the driver."""
+    """Fitting the model on a bounded sample collected to the driver."""
 
     sample_size: int = 200_000  # rows sampled from the input, at most
     epochs: int = 20  # passes over the sample
@@ -60,10 +68,17 @@ class TrainConfig:
     dead_code_steps: int = 50  # a code unused for this many steps is re-seeded
     seed: int = 0  # seed for the sample, the init and the shuffling (deterministic for a seed and thread count)
     threads: int = 0  # torch threads on the driver; 0 = torch's default
-    balance_last_level: int = 0  # Sinkhorn-Knopp iterations that balance the last level's code assignment of each training batch (as LC-Rec); 0 = off (nearest code). Training epochs only: inference stays nearest code / beam
+    balance_last_level: int = 0  # rqvae: Sinkhorn-Knopp iterations that balance the last level's code assignment of each training batch (as LC-Rec); 0 = off (nearest code). Training epochs only: inference stays nearest code / beam
+    kmeans_balance: str = "none"  # rqkmeans: balanced (size-capped) clusters on the sample at no level (none), the last level (last) or every level (all). Fitting only: inference stays nearest code / beam
+    kmeans_cap: float = 1.0  # rqkmeans with kmeans_balance: a cluster holds at most ceil(kmeans_cap * sample rows / codebook_size) sample rows (1.0 = equal sizes)
+    device: str = "auto"  # rqkmeans: where the driver fits (auto: its GPU when it has one, else CPU; cpu; cuda: fail without one). The RQ-VAE fits on the CPU
 
     def validate(self) -> None:
         _positive(self, "sample_size", "epochs", "batch_size", "kmeans_iters", "dead_code_steps")
+        _choice("train.kmeans_balance", self.kmeans_balance, KMEANS_BALANCE)
+        _choice("train.device", self.device, DEVICES)
+        if not self.kmeans_cap >= 1.0:
+            raise ConfigError(f"train.kmeans_cap: expected >= 1.0 (a multiple of rows / codebook_size), got {self.kmeans_cap}")
         if self.balance_last_level < 0:
             raise ConfigError(f"train.balance_last_level: expected >= 0 (Sinkhorn iterations, 0 = off), "
                               f"got {self.balance_last_level}")
@@ -97,7 +112,7 @@ class EncodeConfig:
 class PluginConfig:
     """Run a user's own RQ-VAE class instead of semid's, through the same format adapter."""
 
-    factory: str = ""  # "package.module:callable"; called with (checkpoint_dir, model_config dict)
+    factory: str = ""  # "package.module:callable"; called as factory(config, tensors): the checkpoint's parsed config.json (a dict) and its tensors (name -> torch.Tensor); returns the model
     method: str = "encode"  # method called with a float32 tensor [batch, dim]
     layout: str = "auto"  # declared output layout; auto = detect, raising when ambiguous
     output: str = ""  # element of a tuple/list (an index) or dict (a key) holding the codes

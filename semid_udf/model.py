@@ -1,4 +1,9 @@
-"""A TIGER-style RQ-VAE: MLP encoder, residual quantizer with frozen codebooks, MLP decoder.
+"""semid's models: a residual quantiser of a latent, behind an encoder (``model.kind``).
+
+- ``rqvae``: a TIGER-style RQ-VAE: MLP encoder, residual quantizer with frozen codebooks, MLP
+  decoder.
+- ``rqkmeans``: residual k-means on the inputs (optionally L2-normalised): the same quantiser,
+  with no network around it.
 
 Residual quantisation (Zeghidour et al. 2021, "SoundStream"; Lee et al. 2022, "Autoregressive
 Image Generation using Residual Quantization") as used for generative retrieval by TIGER
@@ -7,7 +12,7 @@ nearest code to what the previous levels left unexplained.
 
 Codebooks are *buffers*: they are saved and loaded with the weights, never re-initialised on
 a forward call (the origin's quantizer re-ran k-means per batch, so one item got different
-codes in different batches). Training updates them by EMA (see ``train.py``).
+codes in different batches). Training fills them (see ``train.py``).
 No pyspark import here.
 """
 from __future__ import annotations
@@ -133,16 +138,21 @@ class ResidualQuantizer(nn.Module):
         return sum(self.codebooks[level][codes[:, level]] for level in range(self.levels))
 
 
-class RQVAE(nn.Module):
-    def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        if cfg.input_dim <= 0:
-            raise ValueError(f"model.input_dim must be known to build a model, got {cfg.input_dim}")
-        self.cfg = cfg
-        dims = [cfg.input_dim, *cfg.hidden_dims, cfg.latent_dim]
-        self.encoder = mlp(dims)
-        self.quantizer = ResidualQuantizer(cfg.levels, cfg.codebook_size, cfg.latent_dim)
-        self.decoder = mlp(dims[::-1])
+class ResidualCoder(nn.Module):
+    """What every semid model is: an ``encoder`` from inputs to latents, the residual
+    ``quantizer`` of those latents, and a ``decoder`` back to the input space. Inference (codes,
+    beam search, the finite check, the collision candidates) is defined here once, so an
+    RQ-VAE and residual k-means encode, publish and resolve collisions the same way."""
+
+    cfg: ModelConfig
+    encoder: nn.Module
+    quantizer: ResidualQuantizer
+    decoder: nn.Module
+
+    def input_space(self, x: torch.Tensor) -> torch.Tensor:
+        """What the decoder reconstructs for inputs ``x`` (the inputs themselves, unless the
+        encoder normalises them)."""
+        return x
 
     @torch.no_grad()
     def quantize(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -178,9 +188,65 @@ class RQVAE(nn.Module):
         err = (z - self.quantizer.decode_codes(codes)).square().sum(1)
         return codes, torch.isfinite(z).all(1) & torch.isfinite(err)
 
+
+class RQVAE(ResidualCoder):
+    """``model.kind=rqvae``: MLP encoder, residual quantiser of its latent, MLP decoder."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        if cfg.input_dim <= 0:
+            raise ValueError(f"model.input_dim must be known to build a model, got {cfg.input_dim}")
+        self.cfg = cfg
+        dims = [cfg.input_dim, *cfg.hidden_dims, cfg.latent_dim]
+        self.encoder = mlp(dims)
+        self.quantizer = ResidualQuantizer(cfg.levels, cfg.codebook_size, cfg.latent_dim)
+        self.decoder = mlp(dims[::-1])
+
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | list[torch.Tensor]]:
         z = self.encoder(x)
         codes, zq, residuals = self.quantizer(z)
         z_st = z + (zq - z).detach()  # straight-through estimator
         x_hat = self.decoder(z_st)
         return {"x_hat": x_hat, "z": z, "zq": zq, "codes": codes, "residuals": residuals}
+
+
+class L2Normalize(nn.Module):
+    """Each row divided by its L2 norm (a zero row stays zero; NaN/Inf stay non-finite, so the
+    finite check of :meth:`ResidualCoder.encode_checked` still refuses them)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        norm = x.norm(dim=1, keepdim=True)
+        return x / torch.where(norm > 0, norm, torch.ones_like(norm))
+
+
+class RQKMeans(ResidualCoder):
+    """``model.kind=rqkmeans``: residual k-means on the inputs themselves (Juang & Gray 1982,
+    "Multiple stage vector quantization"; the tokenizer of OneRec, Deng et al. 2025, with
+    balanced levels). No network: the latent is the input (L2-normalised when
+    ``model.normalize``), the codebooks live in the input space and the decoder is the identity,
+    so the quantisation error is the input reconstruction error. The codebooks are the only
+    weights (``quantizer.codebooks``); an item's codes depend on the item alone."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        if cfg.input_dim <= 0:
+            raise ValueError(f"model.input_dim must be known to build a model, got {cfg.input_dim}")
+        self.cfg = cfg
+        self.encoder = L2Normalize() if cfg.normalize else nn.Identity()
+        self.quantizer = ResidualQuantizer(cfg.levels, cfg.codebook_size, cfg.input_dim)
+        self.decoder = nn.Identity()
+
+    def input_space(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)
+
+
+KINDS = {"rqvae": RQVAE, "rqkmeans": RQKMeans}
+
+
+def build(cfg: ModelConfig) -> ResidualCoder:
+    """The one place a semid model is built from its configuration (``model.kind``)."""
+    try:
+        cls = KINDS[cfg.kind]
+    except KeyError:
+        raise ValueError(f"model.kind: expected one of {', '.join(KINDS)}; got {cfg.kind!r}") from None
+    return cls(cfg)

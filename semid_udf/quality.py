@@ -197,9 +197,11 @@ def coherence(x: np.ndarray, codes: np.ndarray, sample: int = 20_000, seed: int 
 
 def reconstruction(model: torch.nn.Module, x: np.ndarray, batch: int = 4096,
                    codes: np.ndarray | None = None) -> dict[str, float]:
-    """Latent and input-space squared errors of semid's RQ-VAE (per item, summed over dims),
+    """Latent and input-space squared errors of a semid model (per item, summed over dims),
     for the codes inference assigns, or for given ``codes`` (int [n, levels], e.g. after a
-    collision resolver moved some items)."""
+    collision resolver moved some items). For residual k-means the latent is the input
+    (L2-normalised with ``model.normalize``: the input error is then that of the normalised
+    inputs)."""
     lat_err = lat_norm = in_err = in_norm = 0.0
     model.eval()
     with torch.inference_mode():
@@ -211,10 +213,11 @@ def reconstruction(model: torch.nn.Module, x: np.ndarray, batch: int = 4096,
             else:
                 zq = model.quantizer.decode_codes(torch.from_numpy(codes[start:start + batch].astype(np.int64)))
             x_hat = model.decoder(zq)
+            target = model.input_space(xb)  # the inputs, L2-normalised where the model normalises them
             lat_err += float(((z - zq) ** 2).sum())
             lat_norm += float((z ** 2).sum())
-            in_err += float(((xb - x_hat) ** 2).sum())
-            in_norm += float((xb ** 2).sum())
+            in_err += float(((target - x_hat) ** 2).sum())
+            in_norm += float((target ** 2).sum())
     n = len(x)
     return {"latent_mse": lat_err / n, "latent_relative": lat_err / lat_norm,
             "input_mse": in_err / n, "input_relative": in_err / in_norm}
@@ -250,6 +253,94 @@ def checkpoint_report(model: torch.nn.Module, codes: np.ndarray, x: np.ndarray, 
     rep = code_report(codes, model.cfg.codebook_size, x, nn_sample=nn_sample, seed=seed)
     rep["reconstruction"] = reconstruction(model, x)
     return rep
+
+
+# The comparison of several checkpoints on one sample (``semid-report`` with more than one
+# ``--checkpoint``): one row per checkpoint, each figure taken from that checkpoint's report.
+COMPARISON_COLUMNS = (
+    ("checkpoint", "checkpoint"),
+    ("kind", "kind"),
+    ("utilisation", "utilisation per level"),
+    ("unique_rate", "unique before suffix"),
+    ("largest_bucket", "largest bucket"),
+    ("p99_item_bucket_size", "p99 bucket (items)"),
+    ("items_in_buckets_over_8", "items in buckets > 8"),
+    ("input_relative", "input rel. err"),
+    ("nn_shares_first_1", "NN shares 1st code"),
+    ("lift_first_1", "x chance"),
+    ("nn_shares_first_2", "NN shares 1st two"),
+    ("lift_first_2", "x chance (two)"),
+    ("fit_seconds", "fit s"),
+)
+
+
+def comparison_row(name: str, kind: str, rep: dict[str, Any], fit_seconds: float | None) -> dict[str, Any]:
+    """One checkpoint's row of the comparison, from its report (:func:`code_report` plus
+    ``reconstruction`` where semid can decode the codes)."""
+    c, b = rep["coherence"], rep["buckets"]
+    return {
+        "checkpoint": name,
+        "kind": kind,
+        "utilisation": [s["utilisation"] for s in rep["per_level"]],
+        "unique_rate": rep["unique_rate"],
+        "largest_bucket": b["largest_bucket"],
+        "p99_item_bucket_size": b["p99_item_bucket_size"],
+        f"items_in_buckets_over_{LARGE_BUCKET}": b[f"items_in_buckets_over_{LARGE_BUCKET}"],
+        "input_relative": rep["reconstruction"]["input_relative"] if "reconstruction" in rep else None,
+        **{k: c.get(k) for k in ("nn_shares_first_1", "lift_first_1", "nn_shares_first_2", "lift_first_2")},
+        "fit_seconds": fit_seconds,
+    }
+
+
+def comparison_markdown(rows: list[dict[str, Any]]) -> str:
+    """The comparison as a Markdown table (``n/a`` where a figure does not apply)."""
+
+    def cell(key: str, v: Any) -> str:
+        if v is None:
+            return "n/a"
+        if key == "utilisation":
+            return " / ".join(f"{u:.3f}" for u in v)
+        if key.startswith("lift_"):
+            return f"{v:.0f}x"
+        if key in ("unique_rate", "input_relative") or key.startswith("nn_shares"):
+            return f"{v:.4f}"
+        if key == "fit_seconds":
+            return f"{v:.0f}"
+        return f"{v:,}" if isinstance(v, int) else str(v)
+
+    head = "| " + " | ".join(title for _, title in COMPARISON_COLUMNS) + " |"
+    rule = "|" + " --- |" * len(COMPARISON_COLUMNS)
+    body = ["| " + " | ".join(cell(k, r.get(k)) for k, _ in COMPARISON_COLUMNS) + " |" for r in rows]
+    return "\n".join([head, rule, *body]) + "\n"
+
+
+def plot_comparison(rows: list[dict[str, Any]], path: str | Path, title: str = "") -> Path:
+    """One figure, one panel per measure, one bar per checkpoint: what ``comparison.md`` says."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = (("lift_first_1", "NN shares 1st code (x chance)"), ("lift_first_2", "NN shares 1st two (x chance)"),
+              ("unique_rate", "unique before suffix"), ("input_relative", "input relative error"),
+              (f"items_in_buckets_over_{LARGE_BUCKET}", f"items in buckets > {LARGE_BUCKET}"),
+              ("largest_bucket", "largest bucket"))
+    names = [r["checkpoint"] for r in rows]
+    fig, axes = plt.subplots(2, 3, figsize=(13, 7))
+    for ax, (key, label) in zip(axes.ravel(), panels):
+        values = [r.get(key) for r in rows]
+        ax.bar(range(len(rows)), [v if v is not None else 0 for v in values], color=[f"C{i}" for i in range(len(rows))])
+        for i, v in enumerate(values):
+            ax.annotate("n/a" if v is None else f"{v:.3g}", (i, v or 0), ha="center", va="bottom", fontsize=8)
+        ax.set_xticks(range(len(rows)), names, rotation=20, ha="right", fontsize=8)
+        ax.set_title(label, fontsize=10)
+    fig.suptitle(title or "semantic IDs of each checkpoint on the same sample")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 def targets(rep: dict[str, Any], min_util: float = 0.95, min_unique: float = 0.99, min_lift: float = 5.0) -> dict[str, bool]:

@@ -1,4 +1,8 @@
-"""Fitting the RQ-VAE on a sample held on the driver (numpy in, model out).
+"""Fitting semid's model on a sample held on the driver (numpy in, model out).
+
+``model.kind=rqkmeans`` is residual k-means on the inputs (:func:`fit_rqkmeans`: k-means++ and
+Lloyd rounds per level, optionally balanced so that no code takes more than its share of the
+sample), then the codebook refinement below. ``model.kind=rqvae``, the RQ-VAE:
 
 Codebooks start from k-means++ on the sample's latents, level by level on the residuals,
 and follow the encoder by an exponential moving average of the residuals assigned to them
@@ -31,6 +35,7 @@ Deterministic for a seed and a thread count. No pyspark import here.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import replace
 from typing import Any
@@ -39,7 +44,8 @@ import numpy as np
 import torch
 
 from .config import ModelConfig, TrainConfig
-from .model import RQVAE, ResidualQuantizer
+from .errors import ConfigError
+from .model import RQVAE, RQKMeans, ResidualCoder, ResidualQuantizer
 
 log = logging.getLogger(__name__)
 
@@ -50,23 +56,76 @@ REFINE_ITERS = 10  # rounds of codebook refinement on the final latents (0 = off
 BALANCE_EPSILON = 0.003
 
 
-def kmeans(x: torch.Tensor, k: int, iters: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """k-means++ seeding then Lloyd iterations; returns (centroids [k, d], counts [k])."""
+BALANCED_ITERS = 5  # balanced k-means: Lloyd rounds under the cap, after the unconstrained ones (each costs a capped_assign)
+
+
+def capped_assign(x: torch.Tensor, centroids: torch.Tensor, cap: int) -> torch.Tensor:
+    """Assign each row of ``x`` to a centroid so that no centroid takes more than ``cap`` rows,
+    keeping rows as near their centroid as the caps allow.
+
+    Deferred acceptance (Gale & Shapley 1962, with capacities): every unassigned row proposes
+    to its nearest centroid it has not yet proposed to; each centroid keeps the ``cap`` nearest
+    rows among those it holds and the new proposals, and turns the rest away. The result is
+    stable (no row and centroid both prefer each other to what they got) and deterministic
+    (ties: the lower row index, then the lower centroid index). Needs ``cap * k >= n``."""
+    n, k = x.shape[0], centroids.shape[0]
+    if cap * k < n:
+        raise ValueError(f"capped_assign: {k} centroids of at most {cap} rows cannot take {n} rows")
+    d = torch.addmm((centroids * centroids).sum(1), x, centroids.t(), beta=1.0, alpha=-2.0)
+    d += (x * x).sum(1, keepdim=True)  # the full squared distance: centroids compare different rows
+    pref = torch.sort(d, dim=1, stable=True).indices.to(torch.int32 if k > 32767 else torch.int16)
+    dev = x.device
+    tried = torch.zeros(n, dtype=torch.long, device=dev)
+    owner = torch.full((n,), -1, dtype=torch.long, device=dev)
+    free = torch.arange(n, device=dev)
+    while free.numel():
+        choice = pref[free, tried[free]].long()
+        tried[free] += 1
+        touched = torch.zeros(k, dtype=torch.bool, device=dev)
+        touched[choice] = True
+        held = torch.nonzero((owner >= 0) & touched[owner.clamp(min=0)]).squeeze(1)
+        rows = torch.cat([held, free])
+        cl = torch.cat([owner[held], choice])
+        order = torch.sort(rows, stable=True).indices  # ties: the lower row first
+        order = order[torch.sort(d[rows[order], cl[order]], stable=True).indices]
+        order = order[torch.sort(cl[order], stable=True).indices]
+        rows, cl = rows[order], cl[order]
+        start = torch.searchsorted(cl, cl, side="left")
+        keep = (torch.arange(len(rows), device=dev) - start) < cap
+        owner[rows[keep]] = cl[keep]
+        owner[rows[~keep]] = -1
+        free = rows[~keep]
+    return owner
+
+
+def kmeans(x: torch.Tensor, k: int, iters: int, gen: torch.Generator, cap: int = 0
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """k-means++ seeding then Lloyd iterations; returns (centroids [k, d], counts [k]).
+
+    With ``cap`` > 0, balanced k-means: after the same unconstrained iterations,
+    ``BALANCED_ITERS`` more in which each row goes to its centroid under :func:`capped_assign`
+    (no cluster above ``cap`` rows); the counts returned are those of the capped assignment."""
     n = x.shape[0]
     if n < k:
         raise ValueError(f"k-means: expected at least {k} sample rows (one per code), got {n}")
-    centroids = torch.empty(k, x.shape[1], dtype=x.dtype)
+    centroids = torch.empty(k, x.shape[1], dtype=x.dtype, device=x.device)
     first = int(torch.randint(n, (1,), generator=gen))
     centroids[0] = x[first]
     d2 = ((x - centroids[0]) ** 2).sum(1)
     for j in range(1, k):
         total = float(d2.sum())
-        pick = int(torch.multinomial(d2 / total, 1, generator=gen)) if total > 0 else j % n
+        pick = int(torch.multinomial((d2 / total).cpu(), 1, generator=gen)) if total > 0 else j % n  # gen: CPU
         centroids[j] = x[pick]
         d2 = torch.minimum(d2, ((x - centroids[j]) ** 2).sum(1))
 
-    for _ in range(iters):
-        idx = ResidualQuantizer.nearest(x, centroids)
+    def nearest(c: torch.Tensor) -> torch.Tensor:
+        return ResidualQuantizer.nearest(x, c)
+
+    def capped(c: torch.Tensor) -> torch.Tensor:
+        return capped_assign(x, c, cap)
+
+    for assign in [nearest] * iters + ([capped] * BALANCED_ITERS if cap > 0 else []):
+        idx = assign(centroids)
         counts = torch.bincount(idx, minlength=k).to(x.dtype)
         sums = torch.zeros_like(centroids).index_add_(0, idx, x)
         empty = counts == 0
@@ -74,7 +133,7 @@ def kmeans(x: torch.Tensor, k: int, iters: int, gen: torch.Generator) -> tuple[t
         if empty.any():  # re-seed empty clusters with the points farthest from their centroid
             far = ((x - centroids[idx]) ** 2).sum(1).topk(int(empty.sum())).indices
             centroids[empty] = x[far]
-    idx = ResidualQuantizer.nearest(x, centroids)
+    idx = capped(centroids) if cap > 0 else nearest(centroids)
     return centroids, torch.bincount(idx, minlength=k).to(x.dtype)
 
 
@@ -242,10 +301,12 @@ def train_epochs(model: RQVAE, data: torch.Tensor, cfg: TrainConfig, ema: EmaCod
 
 
 @torch.no_grad()
-def refine_codebooks(model: RQVAE, z: torch.Tensor, iters: int) -> dict[str, Any]:
+def refine_codebooks(model: ResidualCoder, z: torch.Tensor, iters: int, frozen: tuple[int, ...] = ()
+                     ) -> dict[str, Any]:
     """Residual k-means on fixed latents ``z``: encode as inference does (``model.beam``), then set each
     code to the mean of what the other levels leave of its items; empty codes take the items
-    reconstructed worst. Keeps a round only if it lowers the latent error."""
+    reconstructed worst. Keeps a round only if it lowers the latent error. Levels in ``frozen``
+    (balanced ones) keep their codebooks."""
     q = model.quantizer
     cb = q.codebooks
     L, K, _ = cb.shape
@@ -261,6 +322,8 @@ def refine_codebooks(model: RQVAE, z: torch.Tensor, iters: int) -> dict[str, Any
         old = cb.clone()
         recon = q.decode_codes(codes)
         for level in range(L):
+            if level in frozen:
+                continue
             own = cb[level][codes[:, level]]
             target = z - recon + own  # what the other levels leave for this one
             counts = torch.bincount(codes[:, level], minlength=K)
@@ -287,42 +350,123 @@ def utilisation(codes: np.ndarray, codebook_size: int) -> list[float]:
     return [len(np.unique(codes[:, level])) / codebook_size for level in range(codes.shape[1])]
 
 
+def balanced_levels(model_cfg: ModelConfig, cfg: TrainConfig) -> tuple[int, ...]:
+    """The levels ``train.kmeans_balance`` fits as balanced k-means (rqkmeans only)."""
+    if model_cfg.kind != "rqkmeans" or cfg.kmeans_balance == "none":
+        return ()
+    return tuple(range(model_cfg.levels)) if cfg.kmeans_balance == "all" else (model_cfg.levels - 1,)
+
+
+def level_cap(rows: int, cfg: TrainConfig, codebook_size: int) -> int:
+    """Rows a balanced cluster may hold: ``ceil(train.kmeans_cap * rows / codebook_size)``."""
+    return math.ceil(round(cfg.kmeans_cap * rows / codebook_size, 6))
+
+
+def fit_device(preference: str) -> torch.device:
+    """Where the driver fits residual k-means: ``train.device`` (auto: its GPU when it has one)."""
+    if preference == "cpu" or (preference == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ConfigError("train.device: expected a CUDA device on the driver, got none "
+                          "(torch.cuda.is_available() is False); use train.device=auto or cpu")
+    return torch.device("cuda:0")
+
+
+@torch.no_grad()
+def fit_rqkmeans(data: torch.Tensor, model_cfg: ModelConfig, cfg: TrainConfig, gen: torch.Generator
+                 ) -> tuple[RQKMeans, dict[str, Any]]:
+    """Residual k-means, level by level: k-means++ and ``train.kmeans_iters`` Lloyd rounds on
+    what the previous levels leave of each sample row (balanced k-means at the levels
+    ``train.kmeans_balance`` names, each cluster capped at :func:`level_cap` rows). The next
+    level sees the residual of the code inference would pick (the nearest), so what it fits is
+    what it will be given. Returns the model (on the CPU) and the balanced levels' figures."""
+    device = fit_device(cfg.device)
+    model = RQKMeans(model_cfg)
+    z = model.encoder(data).to(device)
+    balanced = balanced_levels(model_cfg, cfg)
+    cap = level_cap(len(z), cfg, model_cfg.codebook_size)
+    residual, info = z, {}
+    for level in range(model_cfg.levels):
+        t = time.perf_counter()
+        c, counts = kmeans(residual, model_cfg.codebook_size, cfg.kmeans_iters, gen,
+                           cap=cap if level in balanced else 0)
+        model.quantizer.codebooks[level] = c.cpu()
+        nearest = ResidualQuantizer.nearest(residual, c)
+        if level in balanced:
+            info[f"level_{level}"] = {"cap": cap, "largest_on_sample": int(counts.max()),
+                                      "largest_nearest": int(torch.bincount(nearest).max())}
+        log.info("level %d/%d: %sk-means on %d rows in %.1fs", level + 1, model_cfg.levels,
+                 f"balanced (cap {cap}) " if level in balanced else "", len(z), time.perf_counter() - t)
+        residual = residual - c[nearest]
+    return model, {"device": str(device), "balanced_levels": list(balanced), **({"balanced": info} if info else {})}
+
+
 def fit(x: np.ndarray, model_cfg: ModelConfig, cfg: TrainConfig, *, grad: str = "rotation",
-        refine_iters: int = REFINE_ITERS, balance_epsilon: float = BALANCE_EPSILON) -> tuple[RQVAE, dict[str, Any]]:
-    """Fit an RQ-VAE on ``x`` (float32 [n, D]); return the model and training metadata.
-    ``balance_epsilon`` is the entropy weight of the balanced last level (used only when
-    ``cfg.balance_last_level`` > 0)."""
+        refine_iters: int = REFINE_ITERS, balance_epsilon: float = BALANCE_EPSILON
+        ) -> tuple[ResidualCoder, dict[str, Any]]:
+    """Fit a model of ``model.kind`` on ``x`` (float32 [n, D]); return the model and training
+    metadata. ``rqvae``: k-means++ codebooks on the encoder's latents, then epochs of Adam and
+    EMA; ``rqkmeans``: residual k-means on the inputs (:func:`fit_rqkmeans`). Both end with
+    the same codebook refinement for the codes inference picks. ``balance_epsilon`` is the
+    entropy weight of the RQ-VAE's balanced last level (``train.balance_last_level`` > 0)."""
     if x.ndim != 2 or x.dtype != np.float32:
         raise ValueError(f"training data: expected float32 [n, D], got {x.dtype} {list(x.shape)}")
     if model_cfg.input_dim not in (0, x.shape[1]):
         raise ValueError(f"model.input_dim is {model_cfg.input_dim} but the data has dimension {x.shape[1]}")
     model_cfg = replace(model_cfg, input_dim=x.shape[1])
+    if model_cfg.kind == "rqkmeans":  # no network: the latent is the input
+        model_cfg = replace(model_cfg, hidden_dims=(), latent_dim=x.shape[1])
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     t0 = time.perf_counter()
-    model = RQVAE(model_cfg)
     data = torch.from_numpy(np.ascontiguousarray(x))
     n = data.shape[0]
-    bs = min(cfg.batch_size, n)
-
-    counts = init_codebooks(model, data, cfg.kmeans_iters, gen)
-    log.info("k-means init of %d levels on %d rows in %.1fs", model_cfg.levels, n, time.perf_counter() - t0)
-    ema = EmaCodebooks(model, counts, bs / n, cfg)
-    history = train_epochs(model, data, cfg, ema, gen, grad=grad, balance_epsilon=balance_epsilon)
+    meta: dict[str, Any] = {"kind": model_cfg.kind, "sample_rows": int(n), "seed": cfg.seed,
+                            "kmeans_iters": cfg.kmeans_iters}
+    model: ResidualCoder
+    if model_cfg.kind == "rqkmeans":
+        model, info = fit_rqkmeans(data, model_cfg, cfg, gen)
+        meta.update(normalize=model_cfg.normalize, kmeans_balance=cfg.kmeans_balance, **info)
+        if cfg.kmeans_balance != "none":
+            meta["kmeans_cap"] = cfg.kmeans_cap
+    else:
+        model, rqvae_meta = fit_rqvae(data, model_cfg, cfg, gen, grad, balance_epsilon)
+        meta.update(rqvae_meta)
 
     model.eval()
     with torch.no_grad():
         z = torch.cat([model.encoder(data[s:s + 8192]) for s in range(0, n, 8192)])
-    refine = refine_codebooks(model, z, refine_iters) if refine_iters > 0 else {}
+    frozen = balanced_levels(model_cfg, cfg)
+    meta["refinement"] = refine_codebooks(model, z, refine_iters, frozen) if refine_iters > 0 else {}
     with torch.no_grad():
         codes = torch.cat([model.quantize(z[s:s + 8192])[0] for s in range(0, n, 8192)]).numpy()
     util = utilisation(codes, model_cfg.codebook_size)
     unique = len(np.unique(codes, axis=0)) / n
-    meta = {
-        "sample_rows": int(n),
-        "seed": cfg.seed,
+    meta.update({
+        "fit_seconds": round(time.perf_counter() - t0, 2),
+        "utilisation_per_level": [round(u, 4) for u in util],
+        "unique_rate_on_sample": round(unique, 4),
+    })
+    log.info("fitted %s: utilisation per level %s, unique-ID rate on the sample %.4f", model_cfg.kind,
+             meta["utilisation_per_level"], unique)
+    return model, meta
+
+
+def fit_rqvae(data: torch.Tensor, model_cfg: ModelConfig, cfg: TrainConfig, gen: torch.Generator, grad: str,
+              balance_epsilon: float) -> tuple[RQVAE, dict[str, Any]]:
+    """The RQ-VAE's epochs: k-means++ codebooks on the initial latents, then Adam on the encoder
+    and decoder with EMA codebooks. Returns the model and its training figures."""
+    t0 = time.perf_counter()
+    model = RQVAE(model_cfg)
+    n = data.shape[0]
+    bs = min(cfg.batch_size, n)
+    counts = init_codebooks(model, data, cfg.kmeans_iters, gen)
+    log.info("k-means init of %d levels on %d rows in %.1fs", model_cfg.levels, n, time.perf_counter() - t0)
+    ema = EmaCodebooks(model, counts, bs / n, cfg)
+    history = train_epochs(model, data, cfg, ema, gen, grad=grad, balance_epsilon=balance_epsilon)
+    return model, {
         "epochs": cfg.epochs,
         "batch_size": bs,
         "lr": cfg.lr,
@@ -333,11 +477,5 @@ def fit(x: np.ndarray, model_cfg: ModelConfig, cfg: TrainConfig, *, grad: str = 
         "balance_last_level": cfg.balance_last_level,
         **({"balance_epsilon": balance_epsilon} if cfg.balance_last_level > 0 else {}),
         "code_resets": ema.resets,
-        "refinement": refine,
-        "fit_seconds": round(time.perf_counter() - t0, 2),
-        "utilisation_per_level": [round(u, 4) for u in util],
-        "unique_rate_on_sample": round(unique, 4),
         "history": history,
     }
-    log.info("trained: utilisation per level %s, unique-ID rate on the sample %.4f", meta["utilisation_per_level"], unique)
-    return model, meta

@@ -107,7 +107,7 @@ def test_every_config_key_has_a_meaning():
 
 def test_a_key_without_a_meaning_is_an_error(monkeypatch):
     monkeypatch.setattr(docs, "field_comments", lambda cls: {})
-    with pytest.raises(ValueError, match="config keys without a meaning: model.input_dim"):
+    with pytest.raises(ValueError, match="config keys without a meaning: model.kind"):
         docs.reference_entries()
 
 
