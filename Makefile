@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: demo test install clean
+.PHONY: demo test quick unit install clean
 
 $(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -18,6 +18,13 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	PYSPARK_PYTHON=$(abspath $(PY)) PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m pytest $(PYTEST_ARGS)
+
+# The fast loop: tier 1 (no JVM) and tier 2 (the shared Spark session); tests/conftest.py
+# marks every test with its tier. `make unit` is tier 1 alone.
+quick: $(STAMP)
+	PYSPARK_PYTHON=$(abspath $(PY)) PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m pytest -m "unit or spark" $(PYTEST_ARGS)
+unit: $(STAMP)
+	PYSPARK_PYTHON=$(abspath $(PY)) PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m pytest -m unit $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) semid-demo .pytest_cache

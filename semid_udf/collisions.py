@@ -14,7 +14,7 @@ same input set gives the same codes whatever the partitioning.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,10 @@ def resolve(items: Sequence[Item], published: dict[int, int], cap: int) -> list[
     count = dict(published)
     for it in items:
         count[it.code] = count.get(it.code, 0) + 1
-    key = (lambda it: (it.distances[0], _order(it.item_id)))
+
+    def key(it: Item) -> tuple[Any, ...]:
+        return (it.distances[0], _order(it.item_id))
+
     by_code: dict[int, list[Item]] = {}
     for it in items:
         by_code.setdefault(it.code, []).append(it)

@@ -135,7 +135,7 @@ def resolve_collisions(kept: DataFrame, existing: DataFrame | None, levels: int,
     rows (``item_id``, ``sid_*``, ``embedding_hash``) and, per moved item, ``_rank`` (which
     candidate it took, 1 = its second nearest) and ``_extra`` (the added squared distance)."""
     sids = sc.sid_cols(levels)
-    prefix, last = sids[:-1], sids[-1]
+    prefix = sids[:-1]
     new = kept.select(*sids, "item_id", "embedding_hash", "cand", "cand_dist", F.lit(None).cast("long").alias("_n"))
     groups = new
     if existing is not None:

@@ -1,7 +1,21 @@
-"""Shared fixtures. Most tests need no Spark; the few that do share one local[2] session."""
+"""Shared fixtures, and the test tiers. Most tests need no Spark; the few that do share one
+local[2] session; a few start processes of their own (a CLI run, a Connect server, a cluster).
+
+Every test gets one tier marker, found from what it uses (nothing to keep by hand):
+
+- ``process``: the test, one of its fixtures, or a helper of its module it calls starts a
+  process (``subprocess``, ``Popen``): the slowest tier;
+- ``spark``: it uses the shared ``spark`` session (directly or through its fixtures);
+- ``unit``: neither: no JVM at all.
+
+``make quick`` runs ``unit`` and ``spark``; ``make test`` (CI) runs everything.
+"""
 from __future__ import annotations
 
+import functools
+import inspect
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -141,3 +155,44 @@ def connect_url(tmp_path_factory):
     except subprocess.TimeoutExpired:
         os.killpg(p.pid, signal.SIGKILL)
         p.wait()
+
+
+_STARTS = re.compile(r"\bsubprocess\.|\bPopen\(")
+
+
+@functools.lru_cache(maxsize=None)
+def _process_helpers(module) -> frozenset[str]:
+    """Functions of a test module whose own code starts a process."""
+    out = set()
+    for name, f in vars(module).items():
+        if inspect.isfunction(f) and f.__module__ == module.__name__:
+            try:
+                if _STARTS.search(inspect.getsource(f)):
+                    out.add(name)
+            except (OSError, TypeError):
+                continue
+    return frozenset(out)
+
+
+def _starts_processes(func) -> bool:
+    try:
+        src = inspect.getsource(func)
+    except (OSError, TypeError):
+        return False
+    module = sys.modules.get(func.__module__)
+    helpers = _process_helpers(module) if module is not None else frozenset()
+    return bool(_STARTS.search(src)) or any(re.search(rf"(?<![\w.]){h}\(", src) for h in helpers)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        funcs = [item.function]
+        for name in item.fixturenames:
+            for d in (item._fixtureinfo.name2fixturedefs.get(name) or ()):
+                funcs.append(d.func)
+        if any(_starts_processes(f) for f in funcs):
+            item.add_marker(pytest.mark.process)
+        elif "spark" in item.fixturenames:
+            item.add_marker(pytest.mark.spark)
+        else:
+            item.add_marker(pytest.mark.unit)

@@ -17,7 +17,6 @@ from semid_udf.publish import run_assign
 from .conftest import ROOT, clustered
 from .spark_helpers import config, published_files, write_input
 
-pytestmark = pytest.mark.spark
 N = 300
 
 

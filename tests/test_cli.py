@@ -12,7 +12,6 @@ import pytest
 from .conftest import ROOT, clustered
 from .spark_helpers import published_files, write_input
 
-pytestmark = pytest.mark.spark
 BIN = Path(sys.executable).parent
 
 

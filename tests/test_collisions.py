@@ -75,7 +75,6 @@ def test_settings_are_checked():
         config(output={"collisions": "closest"})
 
 
-@pytest.mark.spark
 def test_nearest_free_in_spark_whatever_the_partitioning(spark, tiny_blob, nearest_cfg, tmp_path):
     from semid_udf import semantic_ids
 
@@ -108,7 +107,6 @@ def test_nearest_free_in_spark_whatever_the_partitioning(spark, tiny_blob, neare
     plain.unpersist()
 
 
-@pytest.mark.spark
 def test_append_keeps_published_ids_and_the_manifest_reports_the_moves(spark, tiny_blob, nearest_cfg, tmp_path):
     from semid_udf.publish import run_assign
 
@@ -134,7 +132,6 @@ def test_append_keeps_published_ids_and_the_manifest_reports_the_moves(spark, ti
         assert report["extra_distance_max"] >= report["extra_distance_mean"] > 0
 
 
-@pytest.mark.spark
 def test_a_plugin_model_cannot_resolve_by_meaning(spark, tiny_blob, nearest_cfg, tmp_path):
     from semid_udf import semantic_ids
 

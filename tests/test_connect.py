@@ -16,7 +16,6 @@ import pytest
 from .conftest import ROOT, clustered
 from .spark_helpers import published_files, write_input
 
-pytestmark = pytest.mark.spark
 BIN = Path(sys.executable).parent
 
 

@@ -18,7 +18,6 @@ import torch
 
 from .conftest import ROOT
 
-pytestmark = pytest.mark.spark
 BIN = Path(sys.executable).parent
 EXAMPLE = ROOT / "examples" / "byo_rqvae"
 DIM, LEVELS, CODEBOOK = 32, 3, 32

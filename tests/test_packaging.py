@@ -23,7 +23,6 @@ import pytest
 from .conftest import ROOT, clustered
 from .spark_helpers import published_files, write_input
 
-pytestmark = pytest.mark.spark
 FULL = os.environ.get("SEMID_TEST_FULL_ENV") == "1"
 ROWS = 300
 

@@ -10,7 +10,6 @@ from semid_udf.publish import run_assign
 from .conftest import ROOT, clustered
 from .spark_helpers import config, write_input
 
-pytestmark = pytest.mark.spark
 
 
 def blocks(kind: str) -> list[str]:

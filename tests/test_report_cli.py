@@ -12,7 +12,6 @@ import pytest
 from .conftest import ROOT, clustered
 from .spark_helpers import write_input
 
-pytestmark = pytest.mark.spark
 BIN = Path(sys.executable).parent
 
 

@@ -22,7 +22,6 @@ from semid_udf.train import fit
 from .conftest import clustered
 from .spark_helpers import config, published_files, write_input
 
-pytestmark = pytest.mark.spark
 N = 600
 
 

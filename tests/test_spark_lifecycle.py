@@ -20,7 +20,6 @@ from . import faults
 from .conftest import ROOT, clustered
 from .spark_helpers import committed_files, config, table_rows, write_input
 
-pytestmark = pytest.mark.spark
 SIDS = ["sid_0", "sid_1", "sid_2"]
 
 
