@@ -37,30 +37,6 @@ def parser():
     return p
 
 
-def check_paths(input_path: str | None, checkpoint: str, warehouse: str | None, table: str,
-                location: str | None = None) -> None:
-    """The output may not be the input, contain it, or lie inside the checkpoint."""
-    from semid_udf.catalog import TableName
-    from semid_udf.errors import UnsafeSettingError
-
-    name = TableName.parse(table)
-    folders = []  # where the table's folders go: <name>_data, _rejects, _manifest
-    if _cli.local_path(location) is not None:
-        folders.append(_cli.local_path(location))
-    elif _cli.local_path(warehouse) is not None:
-        folders.append(_cli.local_path(warehouse) / f"{name.schema}.db")
-    outs = [f / f"{name.table}{s}" for f in folders for s in ("_data", "_rejects", "_manifest")]
-    ck, inp = _cli.local_path(checkpoint), _cli.local_path(input_path)
-    for out in outs:
-        for what, p in (("input", inp), ("checkpoint", ck)):
-            if p is None:
-                continue
-            if out == p or p.is_relative_to(out) or out.is_relative_to(p):
-                raise UnsafeSettingError(
-                    f"output location {out}: expected apart from the {what} {p}, got one inside the other; refusing "
-                    "to write")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     _cli.setup_logging(args.verbose, args.quiet)
@@ -72,6 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from semid_udf.checkpoint import read_checkpoint
 
     ckpt = read_checkpoint(args.checkpoint)  # digest checked before any Spark work
+    from semid_udf.publish import check_paths
+
     check_paths(args.input, args.checkpoint, args.warehouse, args.table, cfg.output.location or None)
 
     from semid_udf.errors import ConfigError

@@ -23,6 +23,7 @@ from safetensors.torch import save as st_save
 
 from .config import ModelConfig
 from .errors import CheckpointError
+from .paths import local_path
 
 if TYPE_CHECKING:
     from .model import ResidualCoder
@@ -111,7 +112,11 @@ def save_tensors_checkpoint(
     run through that factory; it is part of the derived version. ``probe`` holds the
     figures of semid-import's stability probe (not part of the version).
     """
-    directory = Path(directory)
+    local = local_path(directory)
+    if local is None:
+        raise CheckpointError(f"checkpoint {directory}: semid writes a checkpoint to a local or mounted folder; "
+                              "write it there and copy the folder to its final location")
+    directory = Path(local)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     derived = version_of(model_dict, tensors, plugin)
@@ -154,14 +159,14 @@ def _files(directory: str | Path) -> tuple[Any, str, str]:
     import pyarrow.fs as pafs
 
     text = str(directory)
-    if "://" in text and not text.startswith("file://"):
+    local = local_path(text)
+    if local is None:
         try:
             fs, path = pafs.FileSystem.from_uri(text)
         except Exception as e:  # an unknown scheme or missing credentials: say which
             raise CheckpointError(f"checkpoint {text}: cannot open this location ({str(e).splitlines()[0]})") from None
         return fs, path.rstrip("/"), text.rstrip("/")
-    local = Path(text.removeprefix("file://"))
-    return pafs.LocalFileSystem(), str(local.resolve()), str(local)
+    return pafs.LocalFileSystem(), local, text.rstrip("/")
 
 
 def read_checkpoint(directory: str | Path) -> CheckpointBlob:

@@ -10,11 +10,11 @@ no reader sees them.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 import pyarrow.fs as pafs
+
+from .paths import is_local, uri_path
 
 log = logging.getLogger(__name__)
 
@@ -24,23 +24,13 @@ def is_connect(spark: Any) -> bool:
     return type(spark).__module__.startswith("pyspark.sql.connect")
 
 
-def local_path(uri: str) -> str | None:
-    """The local path of ``uri`` (no scheme or ``file:``), decoded, or None."""
-    if uri.startswith("file:"):
-        return unquote(urlparse(uri).path)
-    if "://" in uri or (":" in uri.split("/")[0] and len(uri.split(":")[0]) > 1):
-        return None
-    return os.path.abspath(uri)
-
-
 class Files:
     def __init__(self, spark: Any):
         self.spark = spark
 
     def _pyarrow(self, uri: str) -> tuple[pafs.FileSystem, str] | None:
-        p = local_path(uri)
-        if p is not None:
-            return pafs.LocalFileSystem(), p
+        if is_local(uri):  # a location Spark or the metastore gave: file: URIs come %-encoded
+            return pafs.LocalFileSystem(), uri_path(uri)
         try:
             return pafs.FileSystem.from_uri(uri)
         except Exception as e:  # an unknown scheme or missing credentials: try the JVM next

@@ -19,9 +19,10 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from .config import InputConfig
-from .errors import ConfigError, InputError
+from .errors import ConfigError, InputError, one_line
 from .files import is_connect
-from .reader import InputPlan, is_local, plan_input
+from .paths import is_local
+from .reader import InputPlan, plan_input
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +124,8 @@ def read_input(spark: SparkSession, path: str | None, table: str | None) -> Data
         df.schema  # Spark Connect analyses lazily: make a missing path or table fail here
         return df
     except Exception as e:  # AnalysisException and friends: re-raised with the input named
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = one_line(e) if getattr(e, "java_exception", None) is not None else (
+            str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
         hint = (" (Spark's Parquet reader has no float16; input.reader=arrow reads it with pyarrow)"
                 if "FLOAT16" in str(e) else "")
         raise InputError(f"input {path or table}: cannot read it: {first}{hint}") from e

@@ -19,8 +19,6 @@ half-read).
 from __future__ import annotations
 
 import logging
-import os
-import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterator
@@ -31,11 +29,11 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from .errors import InputError
+from .paths import local_path
 
 log = logging.getLogger(__name__)
 
 ID_COL, EMB_COL = "item_id", "embedding"
-_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 
 
 @dataclass(frozen=True)
@@ -77,14 +75,10 @@ class InputPlan:
     binary_dtype: str = ""
 
 
-def is_local(source: str) -> bool:
-    """A path every worker reads from its own filesystem: no scheme, or ``file:``."""
-    return source.startswith("file:") or not _SCHEME.match(source)
-
-
 def open_filesystem(source: str) -> tuple[pafs.FileSystem, str]:
-    if "://" not in source and not source.startswith("file:"):
-        return pafs.LocalFileSystem(), os.path.abspath(source)
+    local = local_path(source)
+    if local is not None:
+        return pafs.LocalFileSystem(), local
     try:
         return pafs.FileSystem.from_uri(source)
     except (pa.ArrowInvalid, OSError) as e:

@@ -14,12 +14,13 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Mapping
 
 from pyspark.sql import SparkSession
 
 from .errors import UnsafeSettingError
 from .files import is_connect
+from .paths import warehouse_path
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ def local_settings(conf: Mapping[str, str], warehouse: str | None, given: Mappin
         if str(conf[k]) != given[k]:
             log.info("%s: spark-submit gave %s, so the config's %s is not used", k, given[k], conf[k])
     if warehouse:
-        wh = str(Path(warehouse).resolve())
+        wh = warehouse_path(warehouse)
         settings.setdefault("spark.sql.warehouse.dir", wh)
         # A local warehouse gets its own embedded Derby metastore, so a later process that
         # names the same warehouse sees the same tables. A configured metastore wins.
@@ -102,7 +103,10 @@ def local_settings(conf: Mapping[str, str], warehouse: str | None, given: Mappin
         # driver and executor in that one JVM; Spark's default 1g failed on 1M x 768 rows).
         settings["spark.driver.memory"] = default_driver_memory()
     if not given:
-        settings.setdefault("spark.driver.extraJavaOptions", DIRECT_RUN_JAVA_OPTIONS)
+        options = DIRECT_RUN_JAVA_OPTIONS
+        if warehouse:  # Derby's log goes beside its database, not into the working directory
+            options += f' "-Dderby.system.home={warehouse_path(warehouse)}"'
+        settings.setdefault("spark.driver.extraJavaOptions", options)
     return settings
 
 

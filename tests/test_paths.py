@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.assign_semantic_ids import check_paths
+from semid_udf.publish import check_paths
 from semid_udf.errors import UnsafeSettingError
 
 from .conftest import ROOT, tampered_copy
@@ -40,3 +40,66 @@ def test_tampered_checkpoint_stops_the_job_before_spark(tiny_checkpoint, tmp_pat
     assert p.returncode == 2
     assert "sha256 expected" in p.stderr.strip().splitlines()[-1]
     assert "log4j" not in p.stderr and not (tmp_path / "wh").exists()  # no JVM started, nothing written
+
+
+# One rule for every location a user gives (--warehouse, --location, --input, --checkpoint,
+# --stream-checkpoint, --out): what it names on this machine, or None when it is elsewhere.
+@pytest.mark.parametrize("given, expected", [
+    ("/x", "/x"),
+    ("x", "{cwd}/x"),
+    ("a/../x", "{cwd}/x"),
+    ("file:/x", "/x"),
+    ("file:///x", "/x"),
+    ("file://localhost/x", "/x"),
+    ("file://otherhost/x", None),
+    ("FILE:/x", "/x"),
+    ("s3://b/x", None),
+    ("s3a://b/x", None),
+    ("abfss://c@acct.dfs.core.windows.net/x", None),
+    ("dbfs:/x", None),
+    ("/dbfs/x", "/dbfs/x"),
+    ("/Volumes/cat/db/vol/x", "/Volumes/cat/db/vol/x"),
+    ("/tmp/with space/x", "/tmp/with space/x"),
+    ("file:/tmp/with space", "/tmp/with space"),
+    ("/tmp/p_pct%41x", "/tmp/p_pct%41x"),  # literal, as Spark reads it: never %-decoded
+    ("file:/tmp/p_pct%41x", "/tmp/p_pct%41x"),
+    ("/tmp/a#b", "/tmp/a#b"),
+    ("C:/data/x", "{cwd}/C:/data/x"),  # a one-letter "scheme" is a drive letter: a path
+    ("", None),
+    (None, None),
+])
+def test_local_path_rule(given, expected):
+    from semid_udf.paths import local_path
+
+    want = expected.format(cwd=os.getcwd()) if expected else None
+    assert local_path(given) == want
+
+
+@pytest.mark.parametrize("uri, expected", [
+    ("file:/tmp/a%20b/part-0.parquet", "/tmp/a b/part-0.parquet"),  # Spark's file URIs come %-encoded
+    ("file:///tmp/x/", "/tmp/x"),
+    ("/tmp/x/", "/tmp/x"),
+    ("s3://b/x/", "s3://b/x"),
+])
+def test_locations_spark_returns_are_decoded_for_comparing(uri, expected):
+    from semid_udf.paths import uri_path
+
+    assert uri_path(uri) == expected
+
+
+@pytest.mark.parametrize("wh", ["/tmp/p_pct%41x", "/tmp/a#b", "file:/tmp/a?b"])
+def test_a_table_folder_spark_and_hive_disagree_on_is_refused_before_any_work(wh):
+    from semid_udf.errors import ConfigError
+    from semid_udf.paths import warehouse_path
+
+    with pytest.raises(ConfigError, match=r"expected a folder whose path has none of the characters % # \?"):
+        warehouse_path(wh)
+
+
+def test_a_warehouse_on_another_file_system_is_refused():
+    from semid_udf.errors import ConfigError
+    from semid_udf.paths import warehouse_path
+
+    with pytest.raises(ConfigError, match="--warehouse s3://b/wh: expected a local or mounted folder"):
+        warehouse_path("s3://b/wh")
+    assert warehouse_path("file:///tmp/wh") == "/tmp/wh"

@@ -5,7 +5,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from semid_udf.errors import InputError
-from semid_udf.reader import is_local, plan_input, read_unit
+from semid_udf.paths import is_local
+from semid_udf.reader import plan_input, read_unit
 
 
 def write(path, ids, emb_type=pa.list_(pa.float32()), id_type=pa.int64(), dim=4, row_group_size=None, seed=0):
