@@ -4,13 +4,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import re
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
 from semid_udf.config import JobConfig, load_config
-from semid_udf.errors import MetastoreTimeoutError, SemidError
+from semid_udf.errors import MetastoreTimeoutError, SemidError, one_line
 
 log = logging.getLogger("semid")
 # The terminal summary is the product of a run: it goes to stdout through its own logger.
@@ -115,27 +114,6 @@ def run_main(prog: str, main: Callable[[Sequence[str] | None], int], argv: Seque
         return 1
 
 
-_PY_ERROR = re.compile(r"^\s*((?:[\w.]+\.)?\w*(?:Error|Exception|Exit)): (.+)$", re.M)
-
-
-def one_line(e: BaseException) -> str:
-    """One line that says why: for a failed Spark job, the error raised in the Python worker
-    or the Java exception's own message, not py4j's "An error occurred while calling o123"."""
-    java = getattr(e, "java_exception", None)
-    text = str(java.toString()) if java is not None else str(e)
-    if java is not None:
-        try:
-            text = "\n".join([text, *(str(java.getCause().toString()),)]) if java.getCause() else text
-        except Exception:  # py4j gone (killed JVM): the text we have is the best we can say
-            log.debug("no Java cause", exc_info=True)
-    worker = [m for m in _PY_ERROR.findall(text) if not m[0].startswith(("org.", "java.", "py4j."))]
-    if worker:  # the last Python error in a worker traceback is the cause
-        name, msg = worker[-1]
-        return f"{name.rsplit('.', 1)[-1]}: {msg.strip()}"
-    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    return f"{type(e).__name__}: {lines[0] if lines else ''}"
-
-
 def exit_on_failure(code: int) -> None:
     """Exit with ``code`` when it is non-zero; return normally on success.
 
@@ -145,13 +123,6 @@ def exit_on_failure(code: int) -> None:
     """
     if code:
         sys.exit(code)
-
-
-def local_path(p: str | None) -> Path | None:
-    """A resolved local path, or None for URIs like s3://... that we cannot inspect here."""
-    if not p or "://" in p and not p.startswith("file://"):
-        return None
-    return Path(p.removeprefix("file://")).resolve()
 
 
 def warehouse_lock(cfg, warehouse: str | None, remote: str | None, run_id: str):

@@ -28,15 +28,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     _cli.setup_logging(args.verbose, args.quiet)
     cfg = _cli.load(args)
+    from pathlib import Path
+
     from semid_udf.catalog import TableName
+    from semid_udf.errors import ConfigError
     from semid_udf.export import export
+    from semid_udf.paths import warehouse_path
     from semid_udf.publish import new_run_id
     from semid_udf.session import build_session
 
     name = TableName.parse(args.table)
+    where = f"the warehouse {args.warehouse}" if args.warehouse else "this session's catalog"
+    if args.warehouse and not Path(warehouse_path(args.warehouse)).is_dir():
+        raise ConfigError(f"--warehouse {args.warehouse}: expected the folder semid-assign published {name} in, got "
+                          "no such folder")
     with _cli.warehouse_lock(cfg, args.warehouse, args.remote, new_run_id()):
         spark = build_session(f"semid-export {name}", cfg.spark, args.warehouse, args.remote)
-        m = export(spark, name, args.out, args.version)
+        m = export(spark, name, args.out, args.version, where=where)
     s = _cli.summary
     s.info("semid-export: %s version %s (commit %s) -> %s", m["table"], m["model_version"], m["commit"]["run_id"],
            args.out)

@@ -31,6 +31,7 @@ from pyspark.sql import functions as F
 
 from . import schema as sc
 from .errors import ConfigError, InputError
+from .paths import uri_path, warehouse_path
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,26 @@ def _rows(spark: SparkSession, sql: str) -> list[Any]:
     return spark.sql(sql).collect()
 
 
+def check_catalog(spark: SparkSession, name: TableName) -> None:
+    """Refuse a three-part name whose catalog this session does not have, listing those it has
+    (Spark's own error names a namespace rule instead)."""
+    if not name.catalog:
+        return
+    known = sorted({c.name for c in spark.catalog.listCatalogs()})
+    configured = spark.conf.get(f"spark.sql.catalog.{name.catalog}", None)
+    if name.catalog not in known and not configured:
+        raise ConfigError(f"--table {name}: expected a catalog this session has ({', '.join(known)}, or one set up "
+                          f"with spark.sql.catalog.{name.catalog}=...), got {name.catalog!r}")
+
+
+def check_published(spark: SparkSession, name: TableName, where: str) -> None:
+    """Refuse to read ``name`` unless semid published it (its manifest exists), in the user's words."""
+    check_catalog(spark, name)
+    if not spark.catalog.tableExists(name.name("_manifest")):
+        raise ConfigError(f"--table {name}: expected a table semid-assign published in {where}, got none of that "
+                          f"name (no {name.name('_manifest')})")
+
+
 def database_location(spark: SparkSession, name: TableName) -> str:
     row = [r for r in _rows(spark, f"DESCRIBE DATABASE {'.'.join(f'`{p}`' for p in name.db.split('.'))}")
            if r["info_name"] == "Location"]
@@ -88,11 +109,7 @@ def database_location(spark: SparkSession, name: TableName) -> str:
 
 def same_location(a: str, b: str) -> bool:
     """Two locations as the metastore and a user write them (file: or not, %-encoded or not)."""
-    def norm(x: str) -> str:
-        x = unquote(x)
-        x = re.sub(r"^file:(//)?", "", x)
-        return x.rstrip("/")
-    return norm(a) == norm(b)
+    return uri_path(a) == uri_path(b)
 
 
 def ensure_database(spark: SparkSession, name: TableName, warehouse: str | None) -> None:
@@ -102,7 +119,7 @@ def ensure_database(spark: SparkSession, name: TableName, warehouse: str | None)
         spark.sql(f"CREATE DATABASE IF NOT EXISTS {qdb}")
         return
     # Hive keeps its own `default` database at the warehouse's root, every other one in <name>.db
-    root = Path(warehouse).resolve()
+    root = Path(warehouse_path(warehouse))
     loc = str(root if name.schema == "default" else root / f"{name.schema}.db")
     spark.sql(f"CREATE DATABASE IF NOT EXISTS {qdb} LOCATION {lit(loc)}")
     actual = database_location(spark, name)
@@ -149,12 +166,12 @@ def create_views(spark: SparkSession, name: TableName, levels: int, id_type: str
     m, d = name.q("_manifest"), name.q("_data")
     cols = ", ".join(f"d.`{c}`" for c in sc.published(levels, id_type).names)
     # A version's committed state is its complete row with the highest seq (commits of one
-    # version are serialised by the writer lock, so seq orders them).
+    # version are serialised by the writer lock, so seq orders them; COMMIT_ORDER breaks ties).
     spark.sql(f"""
         CREATE OR REPLACE VIEW {name.q()} AS
         WITH commits AS (
           SELECT model_version, segments,
-                 row_number() OVER (PARTITION BY model_version ORDER BY seq DESC) AS rn
+                 row_number() OVER (PARTITION BY model_version ORDER BY {COMMIT_ORDER_SQL}) AS rn
           FROM {m} WHERE status = 'complete'),
         live AS (SELECT model_version, explode(segments) AS run_id FROM commits WHERE rn = 1)
         SELECT {cols} FROM {d} d LEFT SEMI JOIN live l
@@ -185,7 +202,7 @@ def create_views(spark: SparkSession, name: TableName, levels: int, id_type: str
         CREATE OR REPLACE VIEW {name.q('_latest')} AS
         SELECT t.* FROM {name.q()} t
         WHERE t.model_version = (
-          SELECT max_by(model_version, struct(finished_at, seq)) FROM {m} WHERE status = 'complete')""")
+          SELECT max_by(model_version, struct(finished_at, seq, run_id)) FROM {m} WHERE status = 'complete')""")
     # The latest version's IDs as a generative model's tokens: level l's code c is token
     # l * codebook_size + c, the suffix s is token levels * codebook_size + s (as semid-export).
     tokens = ", ".join([f"t.`sid_{i}` + {i} * k.size" for i in range(levels)] + [f"t.sid_suffix + {levels} * k.size"])
@@ -241,8 +258,16 @@ def partitions(spark: SparkSession, qname: str, model_version: str) -> list[str]
 # ---------------------------------------------------------------------------------------
 # The manifest
 
+# The manifest's rows are written by one task each, whose commit moves its one file into the
+# manifest's folder (Hadoop's commit algorithm 2, for these writes only): the row appears whole,
+# and only from a write whose task committed. Algorithm 1 (Spark's default, right for the data)
+# leaves a committed task's file under _temporary/ until the job commits; a process killed in
+# between left a row there that the next write to the manifest merged in.
+MANIFEST_WRITE = {"mapreduce.fileoutputcommitter.algorithm.version": "2"}
+
+
 def write_manifest(spark: SparkSession, name: TableName, row: dict[str, Any]) -> None:
-    """Append one row (a single small file: it appears whole or not at all)."""
+    """Append one row: a single small file that appears whole or not at all (``MANIFEST_WRITE``)."""
     values = []
     for col, typ in sc.MANIFEST.columns:
         v = row.get(col)
@@ -250,7 +275,16 @@ def write_manifest(spark: SparkSession, name: TableName, row: dict[str, Any]) ->
             v = json.dumps(v, sort_keys=True, default=str)
         values.append(v)
     df = spark.createDataFrame([tuple(values)], schema=sc.MANIFEST.spark())
-    sc.MANIFEST.cast(df).coalesce(1).write.insertInto(name.name("_manifest"), overwrite=False)
+    location = location_of(spark, name.q("_manifest"))
+    sc.MANIFEST.cast(df).coalesce(1).write.mode("append").options(**MANIFEST_WRITE).parquet(location)
+    spark.catalog.refreshTable(name.name("_manifest"))  # this session's cached listing of the folder
+
+
+# Which complete row of a version is its commit: the highest seq; a tie (which one writer per
+# version never makes, but a restored or hand-edited manifest can) goes to the later finish,
+# then the higher run id, so every reader picks the same row.
+COMMIT_ORDER = ("seq", "finished_at", "run_id")  # each descending
+COMMIT_ORDER_SQL = ", ".join(f"{c} DESC" for c in COMMIT_ORDER)
 
 
 def manifest(spark: SparkSession, name: TableName, model_version: str | None = None) -> DataFrame:
@@ -261,5 +295,5 @@ def manifest(spark: SparkSession, name: TableName, model_version: str | None = N
 def last_commit(spark: SparkSession, name: TableName, model_version: str) -> dict[str, Any] | None:
     """The version's committed state: its complete row with the highest seq, or None."""
     row = (manifest(spark, name, model_version).where(F.col("status") == "complete")
-           .orderBy(F.col("seq").desc()).limit(1).collect())
+           .orderBy(*[F.col(c).desc() for c in COMMIT_ORDER]).limit(1).collect())
     return row[0].asDict() if row else None

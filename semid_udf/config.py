@@ -133,6 +133,7 @@ class InputConfig:
     reader: str = "auto"  # auto: arrow for local/mounted paths, spark otherwise; arrow: pyarrow in the tasks; spark: Spark's reader
     binary_dtype: str = ""  # a binary embedding column holds packed little-endian floats of this type: float32, float16 or float64
     files_per_trigger: int = 0  # --stream over a folder: new files per micro-batch (0: all new files)
+    quarantine: str = ""  # --stream over a folder: move an input file that cannot be read into this folder (a path or URI) and go on without it; empty: stop the stream, naming the file
 
     def validate(self) -> None:
         _choice("input.reader", self.reader, READERS)
@@ -344,7 +345,7 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 
 def reference_rows() -> list[tuple[str, str, str]]:
-    """(key, default, type) for every config key, for the README's configuration reference."""
+    """(key, default, type) for every config key, for the configuration reference (docs/configuration.md)."""
     rows = []
     base = JobConfig()
     for name, cls in _section_names().items():

@@ -23,7 +23,7 @@ import torch
 from .adapter import select_output, to_code_matrix
 from .checkpoint import CheckpointBlob, build_model
 from .config import EncodeConfig, PluginConfig
-from .errors import CheckpointError, ConfigError, InputError
+from .errors import CheckpointError, ConfigError, InputError, SemidError
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,20 @@ def load_plugin(factory: str) -> Callable[..., Any]:
     return getattr(module, attr)
 
 
+def build_plugin_model(factory: str, config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Any:
+    """``factory(config, tensors)``: a user's model. Its failure is one line that keeps every
+    detail (a state-dict mismatch lists the missing and unexpected keys and the shapes)."""
+    build = load_plugin(factory)
+    try:
+        return build(config, tensors)
+    except SemidError:
+        raise
+    except Exception as e:
+        detail = " ".join(str(e).split()) or type(e).__name__
+        raise CheckpointError(f"plugin.factory {factory}: building the model from the checkpoint's weights failed: "
+                              f"{type(e).__name__}: {detail}") from None
+
+
 def effective_plugin(blob: CheckpointBlob, plugin: PluginConfig) -> PluginConfig:
     """The plugin a checkpoint runs with: the section its config.json records (semid-import
     writes one) unless the config names a factory; a plugin.* setting that contradicts the
@@ -129,7 +143,7 @@ class CodeEncoder:
         self.input_dim, self.levels, self.codebook_size = int(m["input_dim"]), int(m["levels"]), int(m["codebook_size"])
         self.micro_batch = encode_cfg.micro_batch
         if plugin.factory:
-            model = load_plugin(plugin.factory)(blob.config, blob.tensors())
+            model = build_plugin_model(plugin.factory, blob.config, blob.tensors())
             self.layout, self.output = plugin.layout, plugin.output
             method = plugin.method
         else:

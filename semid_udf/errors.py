@@ -1,8 +1,10 @@
 """The exceptions semid raises: one base class, one subclass per kind of failure.
 
 Every message names what was expected and what was found, so a failed job's one-line
-reason on stderr is enough to act on.
+reason on stderr is enough to act on. :func:`one_line` says the same of anyone else's
+error (Spark's, Java's, a Python worker's). No pyspark import here.
 """
+import re
 
 
 class SemidError(Exception):
@@ -51,3 +53,32 @@ class MetastoreTimeoutError(SemidError):
 
 class DiskFullError(SemidError):
     """The file system of the warehouse or the tables' location is (nearly) full."""
+
+
+_PY_ERROR = re.compile(r"^\s*((?:[\w.]+\.)?\w*(?:Error|Exception|Exit)): (.+)$", re.M)
+
+
+def one_line(e: BaseException) -> str:
+    """One line that says why ``e`` happened: for a failed Spark call, the error raised in the
+    Python worker or the Java exception's own message (and its cause), never Py4J's "An error
+    occurred while calling o123.parquet"."""
+    java = getattr(e, "java_exception", None)
+    text = str(e)
+    if java is not None:
+        try:
+            parts, j = [], java
+            while j is not None and len(parts) < 8:
+                parts.append(str(j.toString()))
+                j = j.getCause()
+            text = "\n".join(parts)
+        except Exception:  # py4j gone (killed JVM): the text we have is the best we can say
+            text = str(e)
+    worker = [m for m in _PY_ERROR.findall(text) if not m[0].startswith(("org.", "java.", "py4j."))]
+    if worker:  # the last Python error in a worker traceback is the cause
+        name, msg = worker[-1]
+        return f"{name.rsplit('.', 1)[-1]}: {msg.strip()}"
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip() and not ln.strip().startswith("at ")]
+    first = f"{type(e).__name__}: {lines[0] if lines else ''}"
+    if java is not None and len(lines) > 1 and lines[-1] not in lines[0]:  # the innermost names the root cause
+        return f"{first} (caused by {lines[-1]})"
+    return first

@@ -34,6 +34,7 @@ from . import catalog as ct
 from . import schema as sc
 from .errors import ConfigError
 from .files import Files
+from .paths import is_local, local_path
 
 log = logging.getLogger(__name__)
 
@@ -91,12 +92,15 @@ def write_files(df: DataFrame, folder: str, key: list[str], rows: int, schema: p
     return sorted(out, key=lambda r: r["file"])
 
 
-def export(spark: SparkSession, name: ct.TableName, out: str, version: str | None = None) -> dict[str, Any]:
-    """Export the last commit of ``version`` (default: the latest committed version)."""
+def export(spark: SparkSession, name: ct.TableName, out: str, version: str | None = None,
+           where: str = "this session's catalog") -> dict[str, Any]:
+    """Export the last commit of ``version`` (default: the latest committed version);
+    ``where`` names the warehouse or catalog in errors."""
+    ct.check_published(spark, name, where)
     runs = ct.manifest(spark, name).where(F.col("status") == "complete")
     if version is not None:
         runs = runs.where(F.col("model_version") == version)
-    last = runs.orderBy(F.col("finished_at").desc(), F.col("seq").desc()).limit(1).collect()
+    last = runs.orderBy(F.col("finished_at").desc(), F.col("seq").desc(), F.col("run_id").desc()).limit(1).collect()
     if not last:
         known = sorted({r[0] for r in ct.manifest(spark, name).where(F.col("status") == "complete")
                         .select("model_version").distinct().collect()})
@@ -122,8 +126,10 @@ def export(spark: SparkSession, name: ct.TableName, out: str, version: str | Non
                               f"{n_items}")
         id_type = dict((f.name, f.dataType.simpleString()) for f in rows.schema.fields)["item_id"]
         files = Files(spark)
-        for part in ("tokens", "prefixes", "manifest.json", "vocab.json"):
-            files.delete(f"{out}/{part}")  # a stale export must not mix with this one
+        # A stale export must not mix with this one. manifest.json goes first: an export without
+        # it is incomplete, so a clean-up cut short never leaves one beside deleted files.
+        for part in ("manifest.json", "tokens", "prefixes", "vocab.json"):
+            files.delete(f"{out}/{part}")
         log.info("exporting %d items of %s version %s to %s", n_items, name, version, out)
         _mkdir(out)
         tok_schema = pa.schema([("item_id", sc._ARROW[id_type]), ("tokens", pa.list_(pa.int32())),
@@ -167,21 +173,19 @@ def export(spark: SparkSession, name: ct.TableName, out: str, version: str | Non
 
 def _absolute(uri: str) -> str:
     """A local path made absolute (the tasks that write it run in other directories)."""
-    import os
-
-    return uri if "://" in uri else os.path.abspath(uri.removeprefix("file:"))
+    return local_path(uri) or uri
 
 
 def _mkdir(uri: str) -> None:
     import pyarrow.fs as pafs
 
-    fs, path = pafs.FileSystem.from_uri(uri) if "://" in uri else (pafs.LocalFileSystem(), uri)
+    fs, path = (pafs.LocalFileSystem(), local_path(uri)) if is_local(uri) else pafs.FileSystem.from_uri(uri)
     fs.create_dir(path, recursive=True)
 
 
 def _write_text(uri: str, text: str) -> None:
     import pyarrow.fs as pafs
 
-    fs, path = pafs.FileSystem.from_uri(uri) if "://" in uri else (pafs.LocalFileSystem(), uri)
+    fs, path = (pafs.LocalFileSystem(), local_path(uri)) if is_local(uri) else pafs.FileSystem.from_uri(uri)
     with fs.open_output_stream(path) as f:
         f.write(text.encode())

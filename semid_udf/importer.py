@@ -39,7 +39,7 @@ from safetensors.torch import save as st_save
 from .adapter import LAYOUTS, detect_layout, select_output, to_code_matrix
 from .checkpoint import FORMAT_VERSION, CheckpointBlob, check_safetensors_bytes, read_checkpoint, save_tensors_checkpoint
 from .config import EncodeConfig, PluginConfig
-from .encode import CodeEncoder, load_plugin, resolve_device, set_numerics
+from .encode import CodeEncoder, build_plugin_model, resolve_device, set_numerics
 from .errors import AdapterError, CheckpointError, CodeValueError, ConfigError, InputError
 
 log = logging.getLogger(__name__)
@@ -355,7 +355,7 @@ class ImportResult:
 def build_user_model(factory: str, config: dict[str, Any], tensors: dict[str, torch.Tensor],
                      device: torch.device | str = "cpu") -> Any:
     """``factory(config, tensors)``, moved to ``device`` and in eval mode, as the run time does."""
-    model = load_plugin(factory)(config, tensors)
+    model = build_plugin_model(factory, config, tensors)
     if hasattr(model, "to"):
         model = model.to(device)
     if hasattr(model, "eval"):

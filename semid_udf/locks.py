@@ -29,6 +29,7 @@ from typing import Any
 
 from .catalog import TableName, lit
 from .errors import LockError
+from .paths import warehouse_path
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +153,7 @@ class VersionLock:
     def release(self) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join()
+            self._thread.join(HEARTBEAT_S)  # a beat stuck in the metastore is left behind (a daemon thread)
         props = self._props()
         if props is not None and props.get("semid.run_id") == self.run_id:
             self.spark.sql(f"DROP VIEW IF EXISTS {self.qview}")
@@ -165,11 +166,47 @@ class VersionLock:
         self.release()
 
 
+def derby_holder(database: Path) -> str | None:
+    """Who has the embedded Derby database ``database`` open, or None. A JVM that opens it
+    holds an exclusive lock on its ``dbex.lck`` (fcntl on Linux, as Java's FileChannel.lock
+    is): probing that lock tells, and ``/proc/locks`` names the process."""
+    lock_file = database / "dbex.lck"
+    try:
+        fd = os.open(lock_file, os.O_RDWR)
+    except OSError:
+        return None  # no database yet, or nothing to probe
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.lockf(fd, fcntl.LOCK_UN)
+        return None
+    except OSError:
+        return _lock_owner(os.fstat(fd).st_ino) or "a process that holds its lock file"
+    finally:
+        os.close(fd)
+
+
+def _lock_owner(inode: int) -> str | None:
+    """``pid N (command)`` of the process holding a lock on the file with ``inode``."""
+    try:
+        with open("/proc/locks") as f:
+            for line in f:
+                parts = line.split()
+                fields = parts[5].split(":") if len(parts) > 5 else []
+                if len(fields) == 3 and fields[2] == str(inode) and parts[4].isdigit():
+                    pid = parts[4]
+                    with open(f"/proc/{pid}/cmdline", "rb") as c:
+                        cmd = c.read().replace(b"\0", b" ").decode(errors="replace").strip()
+                    return f"pid {pid}: {cmd[:160]}"
+    except OSError:
+        return None
+    return None
+
+
 class WarehouseLock:
     """An exclusive OS lock on ``<warehouse>/.semid.lock`` for the life of this process's run."""
 
     def __init__(self, warehouse: str, run_id: str, wait_s: float):
-        self.path = Path(warehouse).resolve() / ".semid.lock"
+        self.path = Path(warehouse_path(warehouse)) / ".semid.lock"
         self.run_id, self.wait_s = run_id, wait_s
         self._f: Any = None
 
@@ -204,6 +241,13 @@ class WarehouseLock:
         f.write(json.dumps(me(self.run_id)))
         f.flush()
         self._f = f
+        other = derby_holder(self.path.parent / "metastore_db")
+        if other:
+            self.release()
+            raise LockError(f"warehouse {self.path.parent}: its embedded metastore is open in another process "
+                            f"({other}), which is not a semid run; the embedded metastore admits one process at a "
+                            "time: stop that process (a notebook, spark-shell or Spark application using this "
+                            "warehouse) and run again")
 
     def release(self) -> None:
         if self._f is not None:

@@ -15,7 +15,7 @@ How a run publishes (Delta Lake's commit protocol, on plain Parquet and a metast
 3. It commits: one ``complete`` row appended to ``<name>_manifest``, naming the runs
    (``segments``) and data files (``files``) that make up version V from now on. That row is
    one small file that appears whole or not at all. The view ``<name>`` (and
-   ``<name>_latest``) and the README's DuckDB and pandas recipes read exactly what the last
+   ``<name>_latest``) and the DuckDB and pandas recipes of docs/usage.md read exactly what the last
    commit of each version names, so until the row exists every reader sees the previous
    commit, and after it, the new one.
 4. It removes the partitions and files no commit uses any more, and what killed runs of
@@ -55,9 +55,11 @@ from .api import Encoded, SemanticIds, as_checkpoint, encode_rows, ids_of, probe
 from .checkpoint import Checkpoint
 from .config import JobConfig, to_dict
 from .encode import effective_plugin
-from .errors import ConfigError, DiskFullError, InputError, MetastoreTimeoutError, ReconcileError, SemidError
-from .files import Files, is_connect, local_path
-from .inputs import Source, cores, read_source, shuffle_partitions
+from .errors import (ConfigError, DiskFullError, InputError, MetastoreTimeoutError, ReconcileError, SemidError,
+                     UnsafeSettingError)
+from .files import Files, is_connect
+from .paths import check_table_location, local_path, uri_path, warehouse_path
+from .inputs import Source, read_source, shuffle_partitions
 from .locks import VersionLock
 from .progress import Progress
 from .session import check_safe_settings
@@ -191,6 +193,9 @@ class RunRecord:
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         if exc is None or self.committed:
             return
+        if isinstance(exc, MetastoreTimeoutError):  # the metastore stopped answering: do not wait on it again
+            log.error("not recording the failed run in %s: %s", self.name.name("_manifest"), exc)
+            return
         try:
             self.write({"status": "failed", "finished_at": utcnow(), "error": f"{type(exc).__name__}: {exc}"[:2000]})
         except Exception as m:  # the run's own error is the one raised; say that recording it failed too
@@ -311,6 +316,37 @@ class Encode:
                 d.unpersist()
 
 
+def check_paths(input_path: str | None, checkpoint: str | None, warehouse: str | None, table: str,
+                location: str | None = None) -> None:
+    """Refuse, before any work, a run whose output would be its input, contain it, or lie
+    inside the checkpoint, and table folders whose names Spark and Hive disagree on."""
+    name = ct.TableName.parse(table)
+    check_table_location("--location", location)
+    if warehouse:
+        warehouse_path(warehouse)
+
+    def local(p: str | None) -> Path | None:
+        found = local_path(p)
+        return Path(found) if found is not None else None
+
+    folders = []  # where the table's folders go: <name>_data, _rejects, _manifest
+    if local(location) is not None:
+        folders.append(local(location))
+    elif warehouse:  # Hive keeps `default` at the warehouse's root (see catalog.ensure_database)
+        root = Path(warehouse_path(warehouse))
+        folders.append(root if name.schema == "default" else root / f"{name.schema}.db")
+    outs = [f / f"{name.table}{s}" for f in folders for s in ("_data", "_rejects", "_manifest")]
+    ck, inp = local(checkpoint), local(input_path)
+    for out in outs:
+        for what, p in (("input", inp), ("checkpoint", ck)):
+            if p is None:
+                continue
+            if out == p or p.is_relative_to(out) or out.is_relative_to(p):
+                raise UnsafeSettingError(
+                    f"output location {out}: expected apart from the {what} {p}, got one inside the other; refusing "
+                    "to write")
+
+
 def run_assign(spark: SparkSession, cfg: JobConfig, checkpoint: Any, *, table: str, input_path: str | None = None,
                input_table: str | None = None, warehouse: str | None = None, mode: str | None = None,
                run_id: str | None = None, location: str | None = None) -> RunResult:
@@ -324,15 +360,19 @@ def run_assign(spark: SparkSession, cfg: JobConfig, checkpoint: Any, *, table: s
     version, levels = ckpt.model_version, int(ckpt.model["levels"])
     t_start = time.perf_counter()
     check_safe_settings(spark)  # also when called as a library, not only through build_session
+    check_paths(input_path, checkpoint if isinstance(checkpoint, (str, os.PathLike)) else None, warehouse, table,
+                location)
     step = Stages(spark, res)
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.output.arrow_batch))
     enc: Encode | None = None
     lock: VersionLock | None = None
+    failed = False
     try:
         step("checking the model: building it and encoding one batch on the driver")
         probe(ckpt, cfg)
         digest = model_digest(ckpt, cfg)
 
+        ct.check_catalog(spark, name)
         step("checking the input")
         source = read_source(spark, cfg.input, input_path, input_table)
         n_input = source.rows if source.rows is not None else source.frame.count()
@@ -376,6 +416,7 @@ def run_assign(spark: SparkSession, cfg: JobConfig, checkpoint: Any, *, table: s
         step("removing what no commit uses any more")
         _clean(spark, name, version, res, keep=row["segments"])
     except BaseException as e:
+        failed = True
         if is_connect(spark):  # stop what the server still runs for this run
             spark.interruptTag(step.tag)
         raise _with_disk_hint(e, warehouse, location) from e
@@ -383,9 +424,22 @@ def run_assign(spark: SparkSession, cfg: JobConfig, checkpoint: Any, *, table: s
         if enc is not None:
             enc.close()
         if lock is not None:
-            lock.release()
+            release_lock(lock, timeout, failed)
         step.close()
     return res
+
+
+def release_lock(lock: VersionLock, timeout: float, failing: bool) -> None:
+    """Release the writer lock within ``timeout`` seconds, like every other metastore call: a
+    metastore that stopped answering (a full disk) must not hold the run forever. When the run
+    is already failing, its own error is the one raised and this is logged: the lock view
+    stays until the next writer takes it over (its holder, this process, will have ended)."""
+    try:
+        bounded("releasing the writer lock", timeout, lock.release)
+    except Exception as e:
+        if not failing:
+            raise
+        log.error("could not release the writer lock %s: %s", lock.view, e)
 
 
 @contextlib.contextmanager
@@ -533,10 +587,7 @@ def _write_segment(spark: SparkSession, qname: str, version: str, run_id: str, d
 
 
 def _relative(uri: str, root: str) -> str:
-    def norm(x: str) -> str:
-        p = local_path(x)
-        return p if p is not None else x
-    f, r = norm(uri), norm(root).rstrip("/")
+    f, r = uri_path(uri), uri_path(root).rstrip("/")
     if not f.startswith(r + "/"):
         raise ReconcileError(f"written file {uri}: expected under the table's location {root}")
     return f[len(r) + 1:]
@@ -576,6 +627,15 @@ def _clean(spark: SparkSession, name: ct.TableName, version: str, res: RunResult
             if child.startswith("run_id=") and unquote(child[len("run_id="):]) not in keep:
                 files.delete(f"{folder}/{child}")
                 removed.append(child)
+        # The rejects of the runs the commit replaced (and of failed runs before it) go too, so
+        # the rejects table holds what the committed state rejected, not every attempt's.
+        rejects = ct.location_of(spark, name.q("_rejects"))
+        external = ct.table_type(spark, name.name("_rejects")) == "EXTERNAL"
+        for run in ct.partitions(spark, name.q("_rejects"), version):
+            if run not in keep:
+                ct.drop_partition(spark, name.q("_rejects"), version, run)
+                if external:
+                    files.delete(f"{rejects}/{ct.partition_dir(version, run)}")
         if "resume" in res.details:  # the run is complete: its staged codes are no longer needed
             files.delete(res.details["resume"]["staging"])
     except Exception as e:  # reported in the log and the result: the commit stands

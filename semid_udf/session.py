@@ -37,6 +37,8 @@ DEFAULTS = {
     "spark.sql.inMemoryColumnarStorage.compressed": "false",
     # Workers forked with torch already imported (see semid_udf/daemon.py).
     "spark.python.daemon.module": "semid_udf.daemon",
+    # The FAIR pool semid's metastore work runs in (publish.metastore_pool), defined.
+    "spark.scheduler.allocation.file": str(Path(__file__).with_name("fairscheduler.xml")),
 }
 # Run directly, the JVM starts here and does a job's worth of work once: its C2 compiler
 # spent more CPU seconds than the executor threads (bench/RESULTS.md), on two cores shared

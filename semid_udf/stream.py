@@ -16,6 +16,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import re
 import time
 from typing import Any
 
@@ -25,18 +27,35 @@ from pyspark.sql import functions as F
 from . import catalog as ct
 from .api import as_checkpoint, build, probe
 from .config import JobConfig, to_dict
-from .errors import ConfigError
+from .errors import ConfigError, InputError
 from .files import is_connect
 from .inputs import normalise_frame, read_source
 from .locks import VersionLock
-from .publish import (RunRecord, RunResult, Stages, _clean, _committed_rows, _previous_commit, _publish, bounded,
-                      library_versions, model_digest, new_run_id, utcnow)
+from .publish import (RunRecord, RunResult, Stages, _clean, check_paths, _committed_rows, _previous_commit, _publish, bounded,
+                      library_versions, model_digest, new_run_id, release_lock, utcnow)
 
 log = logging.getLogger(__name__)
 
 
-def stream_id(checkpoint_location: str) -> str:
-    return hashlib.sha256(checkpoint_location.rstrip("/").encode()).hexdigest()[:16]
+def stream_id(checkpoint_location: str, query_id: str) -> str:
+    """The stream's identity in the manifest: its checkpoint location and Spark's id of the
+    query that checkpoint belongs to. Spark keeps that id across restarts and makes a new one
+    when the checkpoint folder is new (or was deleted), and then numbers micro-batches from 0
+    again: with the location alone, a reset stream found its new batches "already committed"
+    and skipped them."""
+    return hashlib.sha256(f"{checkpoint_location.rstrip('/')}|{query_id}".encode()).hexdigest()[:16]
+
+
+def query_id(spark: SparkSession, checkpoint_location: str) -> str:
+    """Spark's id of the query whose checkpoint is ``checkpoint_location`` (its ``metadata``
+    file, written before the first micro-batch), read through Spark: any file system the
+    stream's checkpoint is on."""
+    row = spark.read.text(f"{checkpoint_location.rstrip('/')}/metadata").first()
+    try:
+        return str(json.loads(row[0])["id"])
+    except (TypeError, ValueError, KeyError) as e:
+        raise ConfigError(f"--stream-checkpoint {checkpoint_location}: expected Spark's metadata file with the "
+                          f"query's id, got {row[0] if row else 'an empty file'!r} ({e})") from None
 
 
 def last_batch(spark: SparkSession, name: ct.TableName, version: str, sid: str) -> int | None:
@@ -56,12 +75,14 @@ def run_stream(spark: SparkSession, cfg: JobConfig, checkpoint: Any, *, table: s
     name = ct.TableName.parse(table)
     version, levels = ckpt.model_version, int(ckpt.model["levels"])
     location = location or cfg.output.location or None
+    check_paths(input_path, checkpoint if isinstance(checkpoint, (str, os.PathLike)) else None, warehouse, table,
+                location)
     timeout = float(cfg.output.metastore_timeout_s)
     probe(ckpt, cfg)
     digest = model_digest(ckpt, cfg)
     if input_path is not None:
-        schema = spark.read.parquet(input_path).schema  # a file stream needs its schema up front
-        reader = spark.readStream.schema(schema)
+        schema = _input_schema(spark, cfg, input_path)
+        reader = spark.readStream.schema(schema)  # a file stream needs its schema up front
         if cfg.input.files_per_trigger:
             reader = reader.option("maxFilesPerTrigger", cfg.input.files_per_trigger)
         source = reader.parquet(input_path)
@@ -70,43 +91,66 @@ def run_stream(spark: SparkSession, cfg: JobConfig, checkpoint: Any, *, table: s
     else:
         raise ConfigError("--stream: expected --input PATH or --input-table NAME")
     _, id_type = normalise_frame(source, cfg.input)  # checks the columns now, before anything is written
-    sid = stream_id(checkpoint_location)
-    lock_id = f"stream-{sid}-{new_run_id()}"
+    lock_id = f"stream-{stream_id(checkpoint_location, '')}-{new_run_id()}"
+    ct.check_catalog(spark, name)
     bounded("creating the database", timeout, lambda: ct.ensure_database(spark, name, warehouse))
     lock = VersionLock(spark, name, version, lock_id, cfg.output.lock_wait_s)
     bounded("taking the writer lock", timeout + cfg.output.lock_wait_s, lock.acquire)
     results: list[RunResult] = []
+    failed = False
     try:
         _previous_commit(spark, name, version, digest, "full", timeout)  # the binding, before any batch
         bounded("creating the tables", timeout, lambda: ct.ensure_tables(spark, name, levels, id_type, location))
 
         def batch(df: DataFrame, batch_id: int) -> None:
-            res = _batch(spark, cfg, ckpt, name, digest, df, batch_id, sid, checkpoint_location, lock, timeout)
+            qid = query_id(df.sparkSession, checkpoint_location)
+            res = _batch(spark, cfg, ckpt, name, digest, df, batch_id, qid, checkpoint_location, lock, timeout)
             if res is not None:
                 results.append(res)
 
         writer = source.writeStream.foreachBatch(batch).option("checkpointLocation", checkpoint_location)
         writer = writer.trigger(availableNow=True) if trigger == "available-now" else writer.trigger(
             processingTime=trigger)
-        query = writer.queryName(f"semid-{name.table}-{version}"[:60]).start()
-        log.info("stream %s (checkpoint %s) -> %s version %s, trigger %s", sid, checkpoint_location, name, version,
-                 trigger)
-        query.awaitTermination()
+        for restart in range(MAX_QUARANTINE_RESTARTS + 1):
+            query = writer.queryName(f"semid-{name.table}-{version}"[:60]).start()
+            log.info("stream %s (checkpoint %s) -> %s version %s, trigger %s", query.id, checkpoint_location, name,
+                     version, trigger)
+            try:
+                query.awaitTermination()
+                break
+            except Exception as e:  # a micro-batch that moved an unreadable file away runs again without it
+                moved = QUARANTINED.search(str(e))
+                if moved is None or restart == MAX_QUARANTINE_RESTARTS:
+                    raise _stream_error(e) from e
+                log.warning("restarting the stream: %s runs again without %s", moved.group("batch"),
+                            moved.group("path"))
+    except BaseException:
+        failed = True
+        raise
     finally:
-        lock.release()
+        release_lock(lock, timeout, failed)
     return results
 
 
 def _batch(spark: SparkSession, cfg: JobConfig, ckpt: Any, name: ct.TableName, digest: str, df: DataFrame,
-           batch_id: int, sid: str, checkpoint_location: str, lock: VersionLock, timeout: float) -> RunResult | None:
-    version, levels = ckpt.model_version, int(ckpt.model["levels"])
+           batch_id: int, qid: str, checkpoint_location: str, lock: VersionLock, timeout: float) -> RunResult | None:
+    version = ckpt.model_version
+    sid = stream_id(checkpoint_location, qid)
     done = last_batch(spark, name, version, sid)
     if done is not None and batch_id <= done:
         log.info("micro-batch %d of stream %s is already committed (up to %d): nothing to do", batch_id, sid, done)
         return None
-    if df.isEmpty():
+    return _with_unreadable_files(cfg, f"micro-batch {batch_id}", lambda: _publish_batch(
+        spark, cfg, ckpt, name, digest, df, batch_id, sid, qid, checkpoint_location, lock, timeout))
+
+
+def _publish_batch(spark: SparkSession, cfg: JobConfig, ckpt: Any, name: ct.TableName, digest: str, df: DataFrame,
+                   batch_id: int, sid: str, qid: str, checkpoint_location: str, lock: VersionLock, timeout: float
+                   ) -> RunResult | None:
+    if df.isEmpty():  # the first read of the micro-batch's files
         log.info("micro-batch %d of stream %s is empty: nothing to do", batch_id, sid)
         return None
+    version, levels = ckpt.model_version, int(ckpt.model["levels"])
     previous = _previous_commit(spark, name, version, digest, "full", timeout)
     mode = "append" if previous else "full"
     res = RunResult(run_id=new_run_id(), model_version=version, table=str(name), mode=mode)
@@ -115,7 +159,7 @@ def _batch(spark: SparkSession, cfg: JobConfig, ckpt: Any, name: ct.TableName, d
     try:
         source = read_source(spark, cfg.input, frame=df)
         step(f"micro-batch {batch_id}: encoding")
-        stream = {"id": sid, "batch_id": batch_id, "checkpoint": checkpoint_location}
+        stream = {"id": sid, "batch_id": batch_id, "checkpoint": checkpoint_location, "query_id": qid}
         base_row = {"run_id": res.run_id, "model_version": version, "mode": mode, "started_at": utcnow(),
                     "model_digest": digest}
         with RunRecord(spark, name, base_row, timeout) as record:
@@ -140,3 +184,93 @@ def _batch(spark: SparkSession, cfg: JobConfig, ckpt: Any, name: ct.TableName, d
     finally:
         step.close()
     return res
+
+
+# A file of the stream's folder that cannot be read: Spark names it in its error.
+_FAILED_READ = re.compile(r"FAILED_READ_FILE[\w.]*\]?.*?(?:reading file|file) (?P<path>\S+?)\.?(?:\s|$)", re.S)
+QUARANTINED = re.compile(r"semid: (?P<batch>.+?) moved the unreadable file (?P<path>\S+) to ")
+MAX_QUARANTINE_RESTARTS = 100
+
+
+def unreadable_file(e: BaseException) -> str | None:
+    """The path of the file whose read failed, when that is why ``e`` was raised."""
+    params = getattr(e, "getMessageParameters", None)
+    condition = getattr(e, "getCondition", None)
+    try:
+        if callable(params) and callable(condition) and str(condition() or "").startswith("FAILED_READ_FILE"):
+            path = (params() or {}).get("path")
+            if path:
+                return str(path)
+    except Exception:  # not a Spark error with parameters: read its message instead
+        log.debug("no message parameters", exc_info=True)
+    found = _FAILED_READ.search(str(e))
+    return found.group("path") if found else None
+
+
+def _with_unreadable_files(cfg: JobConfig, what: str, fn: Any) -> Any:
+    """``fn()``; a file that cannot be read becomes one line naming it and what to do, or, with
+    ``input.quarantine``, is moved there (the stream then runs the micro-batch again without it)."""
+    try:
+        return fn()
+    except Exception as e:
+        path = unreadable_file(e)
+        if path is None:
+            raise
+        cause = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        if cfg.input.quarantine:
+            dest = _quarantine(path, cfg.input.quarantine)
+            raise InputError(f"semid: {what} moved the unreadable file {path} to {dest} (input.quarantine); nothing "
+                             f"was published for it ({cause})") from None
+        raise InputError(
+            f"{what}: cannot read the input file {path} ({cause}); nothing was published for this micro-batch. "
+            "Replace the file with a readable one or delete it and start the stream again, or start it with "
+            "--set input.quarantine=DIR to move unreadable files there and go on without them") from None
+
+
+def _input_schema(spark: SparkSession, cfg: JobConfig, input_path: str) -> Any:
+    """The schema of the folder's Parquet files (a file stream needs it up front)."""
+    for _ in range(MAX_QUARANTINE_RESTARTS):
+        try:
+            return _with_unreadable_files(cfg, "reading the input's schema", lambda: spark.read.parquet(input_path).schema)
+        except InputError as e:
+            if QUARANTINED.search(str(e)) is None:
+                raise
+    raise InputError(f"input {input_path}: more than {MAX_QUARANTINE_RESTARTS} unreadable files moved to quarantine")
+
+
+def _quarantine(path: str, folder: str) -> str:
+    """Move ``path`` into ``folder`` (a local path or a URI pyarrow opens); returns where it went."""
+    import pyarrow.fs as pafs
+
+    from .paths import local_path, uri_path
+
+    def open_fs(loc: str) -> tuple[Any, str]:
+        local = local_path(loc)
+        return (pafs.LocalFileSystem(), local) if local is not None else pafs.FileSystem.from_uri(loc)
+
+    src_fs, src = (pafs.LocalFileSystem(), uri_path(path)) if local_path(path) else pafs.FileSystem.from_uri(path)
+    dst_fs, dst_dir = open_fs(folder)
+    dst_fs.create_dir(dst_dir, recursive=True)
+    dest = f"{dst_dir.rstrip('/')}/{time.strftime('%Y%m%dT%H%M%S')}-{src.rsplit('/', 1)[-1]}"
+    if type(src_fs) is type(dst_fs):
+        src_fs.move(src, dest)
+    else:
+        pafs.copy_files(src, dest, source_filesystem=src_fs, destination_filesystem=dst_fs)
+        src_fs.delete_file(src)
+    log.warning("moved the unreadable input file %s to %s (input.quarantine)", path, dest)
+    return dest
+
+
+def _stream_error(e: BaseException) -> BaseException:
+    """The semid error a micro-batch raised, unwrapped from Spark's foreachBatch error (which
+    carries it as the last line of a Python traceback); ``e`` itself otherwise."""
+    from . import errors
+
+    found = _SEMID_ERROR.findall(str(e))
+    if found:
+        cls, msg = found[-1]
+        return getattr(errors, cls)(msg.strip())
+    return e
+
+
+_SEMID_ERROR = re.compile(r"semid_udf\.errors\.(\w+Error): (.+)")

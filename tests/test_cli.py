@@ -28,6 +28,7 @@ def test_console_script_and_spark_submit_agree(tiny_checkpoint, tmp_path):
     a = run([str(BIN / "semid-assign"), *args, "--warehouse", str(tmp_path / "wh1")])
     assert a.returncode == 0, a.stderr[-3000:]
     assert "rows in          300" in a.stdout
+    assert "semid_metastore, which has not been configured" not in a.stderr  # its pool is defined
     submit = shutil.which("spark-submit", path=str(BIN)) or "spark-submit"
     b = run([submit, "--master", "local[2]", "jobs/assign_semantic_ids.py", *args, "--warehouse", str(tmp_path / "wh2")])
     assert b.returncode == 0, b.stderr[-3000:]

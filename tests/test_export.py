@@ -16,7 +16,6 @@ from semid_udf.publish import run_assign
 from .conftest import clustered
 from .spark_helpers import config, published_files, write_input
 
-pytestmark = pytest.mark.spark
 L, K = 3, 16
 
 
@@ -93,3 +92,48 @@ def test_the_same_commit_gives_the_same_bytes_twice(spark, exported):
     one = {p.relative_to(root / "out"): p.read_bytes() for p in (root / "out").rglob("*") if p.is_file()}
     two = {p.relative_to(root / "again"): p.read_bytes() for p in (root / "again").rglob("*") if p.is_file()}
     assert one == two and len(one) >= 4 and again == m
+
+
+def test_export_errors_name_what_the_user_typed(spark, exported, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from semid_udf.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"--table exp.nope: expected a table semid-assign published in this "
+                                          r"session's catalog, got none of that name"):
+        export(spark, TableName.parse("exp.nope"), str(tmp_path / "o1"))
+    with pytest.raises(ConfigError, match=r"--table nocat.exp.ids: expected a catalog this session has \(spark_catalog"):
+        export(spark, TableName.parse("nocat.exp.ids"), str(tmp_path / "o2"))
+    env = dict(os.environ, PYSPARK_PYTHON=sys.executable)
+    env.pop("SPARK_REMOTE", None)
+    r = subprocess.run([str(Path(sys.executable).parent / "semid-export"), "--table", "exp.ids", "--warehouse",
+                        str(tmp_path / "no-such-wh"), "--out", str(tmp_path / "o3")], capture_output=True, text=True,
+                       env=env, timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines()[-1] == (f"semid-export: error: --warehouse {tmp_path / 'no-such-wh'}: expected "
+                                                 "the folder semid-assign published exp.ids in, got no such folder")
+    assert not (tmp_path / "no-such-wh").exists() and not (tmp_path / "o3").exists()
+
+
+def test_a_reexport_cut_short_in_its_clean_up_leaves_no_manifest_beside_deleted_files(spark, exported, monkeypatch):
+    import semid_udf.files as files_mod
+
+    root, res, m, table = exported
+    out = root / "reexport"
+    export(spark, TableName.parse("exp.ids"), str(out))
+    assert (out / "manifest.json").exists()
+    real, calls = files_mod.Files.delete, {"n": 0}
+
+    def dies_after_one(self, uri):  # the process is killed right after its first deletion
+        calls["n"] += 1
+        if calls["n"] > 1:
+            raise KeyboardInterrupt("killed")
+        return real(self, uri)
+
+    monkeypatch.setattr(files_mod.Files, "delete", dies_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        export(spark, TableName.parse("exp.ids"), str(out))
+    assert not (out / "manifest.json").exists()  # so the half-cleaned folder reads as incomplete
+    assert (out / "tokens").exists()

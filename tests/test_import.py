@@ -487,3 +487,26 @@ def test_a_sample_too_small_to_tell_batches_apart_is_refused(state_dict_pt, tmp_
         do_import(state_dict_pt, tmp_path / "ck", sample=small)
     with pytest.raises(ConfigError, match="expected at least 64, got 10"):
         do_import(state_dict_pt, tmp_path / "ck", sample_rows=10)
+
+
+def build_toy_strictly(config, tensors):
+    """A factory as users write them: load_state_dict(strict=True) into the model it builds."""
+    model = ToyRQ(torch.zeros(D, 4), torch.zeros(L, K, 4))
+    model.load_state_dict(tensors, strict=True)
+    return model
+
+
+def test_weights_that_do_not_fit_the_factorys_model_are_listed_in_one_line(tmp_path):
+    bad = toy_tensors()
+    bad["codebooks"] = bad["codebooks"][:, :, :3]  # another shape
+    bad["extra.weight"] = torch.zeros(2)
+    del bad["proj"]
+    p = tmp_path / "bad.pt"
+    torch.save(bad, p)
+    with pytest.raises(CheckpointError) as e:
+        do_import(p, tmp_path / "ck", factory="tests.test_import:build_toy_strictly")
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith("plugin.factory tests.test_import:build_toy_strictly: building the model")
+    assert 'Missing key(s) in state_dict: "proj"' in msg and 'Unexpected key(s) in state_dict: "extra.weight"' in msg
+    assert "size mismatch for codebooks: copying a param with shape torch.Size([3, 16, 3])" in msg
+    assert not (tmp_path / "ck").exists()

@@ -24,7 +24,6 @@ from semid_udf.train import fit
 from .conftest import ROOT, clustered
 from .spark_helpers import config, published_files, table_rows, write_input
 
-pytestmark = pytest.mark.spark
 BIN = Path(sys.executable).parent
 
 
@@ -82,14 +81,14 @@ sys.stdout.write("VIEWS " + json.dumps({{"table": t, "latest": latest, "versions
 
 
 def read_files(wh: Path, table: str, monkeypatch, folder: Path | None = None) -> dict[str, list]:
-    """The README's DuckDB and pandas recipes (the files the manifest names), run as written;
+    """The DuckDB and pandas recipes of docs/usage.md (the files the manifest names), run as written;
     ``folder``: where the tables' folders are (default: the database's in the warehouse)."""
     import re
 
     import duckdb
 
     db, name = table.split(".")[-2:]
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "docs" / "usage.md").read_text()
     prefix = f"{folder}/{name}" if folder else f"{wh}/{db}.db/{name}"
     rename = lambda s: s.replace("wh/recsys.db/semantic_ids", prefix)  # noqa: E731
     duck = rename(re.findall(r"```sql duckdb\n(.*?)```", text, flags=re.S)[0])
@@ -262,8 +261,9 @@ def test_a_model_that_cannot_be_built_fails_before_any_table(spark, tiny_checkpo
     cfg["model"]["levels"] = 2
     cfg["model_version_source"] = "explicit"
     (bad / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(CheckpointError, match=r"size mismatch for quantizer.codebooks: copying a param with shape "
-                                              r"torch.Size\(\[3, 16, 8\]\)"):
+    with pytest.raises(CheckpointError, match=r"the weights do not fit a model.kind=rqvae model of its config.json: "
+                                              r"missing \[\], unexpected \[\], shapes \['quantizer.codebooks: "
+                                              r"expected \[2, 16, 8\], got \[3, 16, 8\]'\]"):
         run_assign(spark, config(), read_checkpoint(bad), table="nobuild.ids", input_path=str(a),
                    warehouse=str(tmp_path / "wh"))
     assert not spark.catalog.databaseExists("nobuild")
@@ -401,3 +401,131 @@ def test_table_names_are_parsed_and_normalised():
     for bad in ("a.b.c.d", "a..b", "1a.b", "a b.c", "a.b-c", ""):
         with pytest.raises(ConfigError, match="expected DB.NAME or CATALOG.DB.NAME"):
             TableName.parse(bad)
+
+
+def _manifest_rows(wh: Path, table: str) -> list[dict]:
+    import pyarrow.dataset as ds
+
+    db, name = table.split(".")
+    return ds.dataset(wh / f"{db}.db" / f"{name}_manifest", format="parquet").to_table().to_pylist()
+
+
+def test_a_row_left_between_a_task_commit_and_its_job_commit_never_becomes_a_commit(spark, tiny_blob, two_inputs,
+                                                                                   tmp_path):
+    """The fault: a process killed after its manifest write's task commit and before its job
+    commit. Under Spark's default commit algorithm that left the row in a committed task
+    folder under _manifest/_temporary/0/, and the next write to the manifest merged it in."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root, a, b = two_inputs
+    wh = tmp_path / "wh"
+    first = run_assign(spark, config(), tiny_blob, table="tc.ids", input_path=str(a), warehouse=str(wh))
+    done = [r for r in _manifest_rows(wh, "tc.ids") if r["status"] == "complete"]
+    assert len(done) == 1
+    # what the kill leaves: the killed run's complete row, with the seq the next commit will take
+    killed = {**done[0], "run_id": "killed-run", "seq": done[0]["seq"] + 1, "segments": ["killed-run"], "files": []}
+    task = wh / "tc.db" / "ids_manifest" / "_temporary" / "0" / "task_202612050000_0042_m_000000"
+    task.mkdir(parents=True)
+    schema = pq.read_schema(next((wh / "tc.db" / "ids_manifest").glob("part-*.parquet")))
+    pq.write_table(pa.Table.from_pylist([killed], schema=schema), task / "part-00000-killed.c000.snappy.parquet")
+
+    second = run_assign(spark, config(), tiny_blob, table="tc.ids", input_path=str(b), warehouse=str(wh))
+    rows = _manifest_rows(wh, "tc.ids")
+    assert "killed-run" not in {r["run_id"] for r in rows}  # the next writes did not merge it in
+    complete = sorted((r["seq"], r["run_id"]) for r in rows if r["status"] == "complete")
+    assert complete == [(done[0]["seq"], first.run_id), (done[0]["seq"] + 1, second.run_id)]
+    assert published_files(wh, "tc.ids")["item_id"] == list(range(100, 400))
+    assert sorted(r.item_id for r in spark.table("tc.ids").select("item_id").collect()) == list(range(100, 400))
+
+
+def test_the_views_pick_one_commit_when_two_complete_rows_share_a_seq(spark, tiny_blob, two_inputs, tmp_path):
+    from semid_udf import catalog as ct
+
+    root, a, b = two_inputs
+    wh = tmp_path / "wh"
+    res = run_assign(spark, config(), tiny_blob, table="tie.ids", input_path=str(a), warehouse=str(wh))
+    name = ct.TableName.parse("tie.ids")
+    row = ct.last_commit(spark, name, res.model_version)
+    # a restored or hand-edited manifest: another complete row with the same seq, naming no data
+    for run_id, finished in (("aaa-older", row["finished_at"].replace(year=2001)), ("zzz-same-time",
+                                                                                   row["finished_at"])):
+        ct.write_manifest(spark, name, {**row, "run_id": run_id, "finished_at": finished, "segments": [],
+                                        "files": []})
+    chosen = ct.last_commit(spark, name, res.model_version)
+    assert chosen["run_id"] == "zzz-same-time"  # same seq and finish: the higher run id
+    for _ in range(3):  # the view chooses that same row, every time
+        assert spark.table("tie.ids").count() == 0
+        assert spark.table("tie.ids_latest").count() == 0
+
+
+def test_a_stuck_metastore_cannot_hold_the_run_past_its_bounds(spark, tiny_blob, two_inputs, tmp_path, monkeypatch):
+    """A full disk under an existing warehouse: the metastore stops answering. Every wait is
+    bounded, the lock's release and the failed run's record too."""
+    import threading
+
+    import semid_udf.catalog as ct
+    import semid_udf.locks as locks
+    from semid_udf.errors import MetastoreTimeoutError
+
+    root, a, b = two_inputs
+    wh = str(tmp_path / "wh")
+    run_assign(spark, config(), tiny_blob, table="stuck.ids", input_path=str(a), warehouse=wh)
+    gate = threading.Event()
+    monkeypatch.setattr(ct, "write_manifest", lambda *args, **kw: gate.wait())  # never answers
+    real_props = locks.VersionLock._props
+    calls = {"n": 0}
+
+    def props(self):  # the lock is taken, then the metastore stops answering for its release too
+        calls["n"] += 1
+        if calls["n"] > 1:
+            gate.wait()
+        return real_props(self)
+
+    monkeypatch.setattr(locks.VersionLock, "_props", props)
+    t = time.monotonic()
+    try:
+        with pytest.raises(MetastoreTimeoutError, match=r"writing the manifest row \(running\): no answer after 3 s"):
+            run_assign(spark, config(output={"metastore_timeout_s": 3}), tiny_blob, table="stuck.ids",
+                       input_path=str(b), warehouse=wh)
+        assert time.monotonic() - t < 60
+    finally:
+        gate.set()
+
+
+def test_a_warehouse_whose_metastore_another_program_holds_is_refused_naming_it(tiny_checkpoint, two_inputs,
+                                                                             tmp_path):
+    """Not a semid run: a Spark application of the user's own with the warehouse's embedded
+    metastore open. semid says who holds it at once, instead of Hive's error after a minute."""
+    root, a, b = two_inputs
+    wh = tmp_path / "wh"
+    p = start(["--input", str(a), "--checkpoint", str(tiny_checkpoint), "--table", "held.ids"], wh, "first",
+              logs=tmp_path)
+    assert p.wait(timeout=600) == 0, p.err_path.read_text()[-3000:]
+    holder_code = f"""
+import sys, time
+from pyspark.sql import SparkSession
+s = (SparkSession.builder.master("local[1]").config("spark.ui.enabled", "false")
+     .config("spark.sql.warehouse.dir", {str(wh)!r})
+     .config("spark.hadoop.javax.jdo.option.ConnectionURL", "jdbc:derby:;databaseName={wh}/metastore_db;create=true")
+     .enableHiveSupport().getOrCreate())
+s.sql("SHOW TABLES IN held").collect()
+print("READY", flush=True)
+time.sleep(600)
+"""
+    env = dict(os.environ, PYSPARK_PYTHON=sys.executable)
+    env.pop("SPARK_REMOTE", None)
+    holder = subprocess.Popen([sys.executable, "-c", holder_code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                              text=True, env=env, cwd=tmp_path, start_new_session=True)
+    try:
+        assert holder.stdout.readline().strip() == "READY"
+        t = time.monotonic()
+        second = start(["--input", str(b), "--checkpoint", str(tiny_checkpoint), "--table", "held.ids"], wh,
+                       "second", logs=tmp_path)
+        assert second.wait(timeout=300) == 2
+        last = second.err_path.read_text().strip().splitlines()[-1]
+        assert last.startswith(f"semid-assign: error: warehouse {wh}: its embedded metastore is open in another "
+                               f"process (pid "), last
+        assert "which is not a semid run" in last and time.monotonic() - t < 60
+    finally:
+        kill(holder)

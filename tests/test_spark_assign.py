@@ -14,7 +14,6 @@ from semid_udf.publish import run_assign
 from .conftest import clustered
 from .spark_helpers import config, table_rows, write_input
 
-pytestmark = pytest.mark.spark
 N = 400
 
 
@@ -243,3 +242,13 @@ def test_small_integer_ids_are_widened_by_both_readers(spark, tiny_blob, tmp_pat
                      warehouse=str(tmp_path / "wh"))
     assert res.rows_out == 30
     assert spark.table(name).schema["item_id"].dataType.simpleString() == "int"
+
+
+def test_a_three_part_name_with_an_unknown_catalog_is_refused_listing_the_catalogs(spark, tiny_blob, tmp_path):
+    from semid_udf.errors import ConfigError
+
+    inp = write_input(tmp_path / "in", [1, 2, 3], [[0.1] * 16] * 3, files=1)
+    with pytest.raises(ConfigError, match=r"--table nocat.db.t: expected a catalog this session has \(spark_catalog.*"
+                                          r"got 'nocat'"):
+        run_assign(spark, config(), tiny_blob, table="nocat.db.t", input_path=str(inp), warehouse=str(tmp_path / "wh"))
+    assert not spark.catalog.databaseExists("db")

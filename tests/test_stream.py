@@ -19,7 +19,6 @@ from semid_udf.stream import run_stream
 from .conftest import ROOT, clustered
 from .spark_helpers import config, published_files, write_input
 
-pytestmark = pytest.mark.spark
 BIN = Path(sys.executable).parent
 
 
@@ -117,3 +116,70 @@ def test_one_writer_per_version_while_a_stream_runs(spark, tiny_blob, tmp_path):
     again = run_assign(spark, config(output={"lock_wait_s": 2}), tiny_blob, table="sw.ids", input_path=str(day0),
                        warehouse=wh, mode="append")  # the stream has ended: the lock is free
     assert again.rows_new == 0 and again.rows_out == 120
+
+
+def arrive(folder: Path, name: str, ids, vectors, files: int = 2) -> None:
+    """Files that arrive in a streamed folder (directly in it, named after ``name``)."""
+    staging = write_input(folder.parent / f"_{name}", ids, vectors, files=files)
+    folder.mkdir(parents=True, exist_ok=True)
+    for f in sorted(staging.iterdir()):
+        f.rename(folder / f"{name}-{f.name}")
+    staging.rmdir()
+
+
+def test_a_reset_stream_checkpoint_gives_new_items_their_ids(spark, tiny_blob, tmp_path):
+    """The checkpoint folder deleted and the stream restarted with the same path: Spark numbers
+    its micro-batches from 0 again, and none of the new items may be skipped as committed."""
+    import shutil
+
+    x = clustered(300, 16, seed=113)
+    vec = [list(map(float, v)) for v in x]
+    wh, sc, arriving = str(tmp_path / "wh"), str(tmp_path / "sc"), tmp_path / "arriving"
+    arrive(arriving, "a", list(range(100)), vec[:100])
+    first = run_stream(spark, config(), tiny_blob, table="rs.ids", checkpoint_location=sc,
+                       input_path=str(arriving), warehouse=wh)
+    assert sum(r.rows_new for r in first) == 100
+    shutil.rmtree(sc)  # the reset
+    arrive(arriving, "b", list(range(100, 300)), vec[100:])
+    again = run_stream(spark, config(), tiny_blob, table="rs.ids", checkpoint_location=sc,
+                       input_path=str(arriving), warehouse=wh)
+    assert sum(r.rows_new for r in again) == 200  # every new item, none twice
+    assert published_files(tmp_path / "wh", "rs.ids")["item_id"] == list(range(300))
+    assert sorted(r.item_id for r in spark.table("rs.ids").select("item_id").collect()) == list(range(300))
+
+
+def test_an_unreadable_file_in_a_streamed_folder_is_named_then_removed_or_quarantined(tiny_checkpoint, tmp_path):
+    """The CLI as a user runs it: a foreign file in the folder stops the stream with one line
+    naming it, and nothing is published; deleted, the restart publishes the rest; with
+    input.quarantine the next one is moved aside and the stream goes on without it."""
+    import pyarrow.parquet as pq
+
+    x = clustered(150, 16, seed=114)
+    vec = [list(map(float, v)) for v in x]
+    arriving, wh, sc = tmp_path / "arriving", tmp_path / "wh", tmp_path / "sc"
+    arrive(arriving, "a", list(range(50)), vec[:50], files=1)
+    (arriving / "not-parquet.parquet").write_bytes(b"PAR1 these bytes are not a Parquet file PAR1")
+    cmd = ["--stream", "--input", str(arriving), "--stream-checkpoint", str(sc), "--checkpoint", str(tiny_checkpoint),
+           "--table", "bad.ids", "--warehouse", str(wh), "--set", "encode.micro_batch=64"]
+
+    p = assign(cmd, tmp_path, "stream1")
+    assert p.wait(timeout=600) == 2, p.err_path.read_text()[-3000:]
+    last = p.err_path.read_text().strip().splitlines()[-1]
+    assert last.startswith("semid-assign: error: micro-batch 0: cannot read the input file ") and "not-parquet" in last
+    assert "nothing was published for this micro-batch" in last and "input.quarantine" in last
+    manifest = wh / "bad.db" / "ids_manifest"
+    statuses = [r["status"] for f in manifest.glob("*.parquet") for r in pq.read_table(f).to_pylist()]
+    assert "complete" not in statuses
+
+    (arriving / "not-parquet.parquet").unlink()  # what the message says to do
+    done(assign(cmd, tmp_path, "stream2"))
+    assert published_files(wh, "bad.ids")["item_id"] == list(range(50))
+
+    arrive(arriving, "b", list(range(50, 150)), vec[50:])
+    (arriving / "foreign.parquet").write_bytes(b"\x00" * 64)
+    q = tmp_path / "quarantine"
+    err = done(assign([*cmd, "--set", f"input.quarantine={q}"], tmp_path, "stream3"))
+    assert "moved the unreadable input file" in err and "foreign.parquet" in err
+    assert [f.name.split("-", 1)[1] for f in q.iterdir()] == ["foreign.parquet"]
+    assert not (arriving / "foreign.parquet").exists()
+    assert published_files(wh, "bad.ids")["item_id"] == list(range(150))
