@@ -29,7 +29,7 @@ unit: $(STAMP)
 clean:
 	rm -rf $(VENV) semid-demo .pytest_cache
 
-# The spark-submit recipe's artefacts (README: "Running on a cluster with spark-submit").
+# The spark-submit recipe's artefacts (docs/deploy.md: "Running on a cluster with spark-submit").
 .PHONY: wheel pack-env
 wheel: $(STAMP)
 	PYTHON=$(abspath $(PY)) bash scripts/build_wheel.sh dist

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Pack semid and its Python dependencies for `spark-submit --archives` (see README, "Running on
-# a cluster with spark-submit").
+# Pack semid and its Python dependencies for `spark-submit --archives` (see docs/deploy.md,
+# "Running on a cluster with spark-submit").
 #
 #   scripts/pack_env.sh [--out DIR] [--python PY] [--python-prefix PREFIX] [--with-pyspark]
 #                       [--link-deps SITE_PACKAGES]

@@ -1,6 +1,6 @@
 """semid: RQ-VAE semantic IDs for a recommendation catalogue, published as a Parquet table.
 
-The public API (see the README, "Use it from your own code"):
+The public API (see docs/api.md, "Use it from your own code"):
 
 - :func:`semantic_codes` ``(checkpoint) -> Column -> Column``: the codes of an embedding
   column, as a vectorised Arrow UDF (``select``/``withColumn``, or ``spark.udf.register``

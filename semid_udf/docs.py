@@ -1,11 +1,11 @@
-"""The README's configuration reference, generated from the config dataclasses.
+"""The configuration reference (docs/configuration.md), generated from the config dataclasses.
 
-    python -m semid_udf.docs            # rewrite README.md between the config-reference markers
-    python -m semid_udf.docs --check    # exit 1 when README.md is not current (a test runs this)
+    python -m semid_udf.docs            # rewrite docs/configuration.md between the config-reference markers
+    python -m semid_udf.docs --check    # exit 1 when docs/configuration.md is not current (a test runs this)
 
 A key's meaning is its field's ``metadata["help"]`` or else the comment on (or in the
 lines directly above) the field in ``semid_udf/config.py``; a key without one is an
-error, so a new key cannot reach the README undocumented. Sections are introduced by the
+error, so a new key cannot reach the documentation undocumented. Sections are introduced by the
 first line of their dataclass's docstring. No pyspark import here.
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 START = "<!-- config-reference:start -->"
 END = "<!-- config-reference:end -->"
-README = Path(__file__).resolve().parents[1] / "README.md"
+PAGE = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"  # the page with the markers
 
 
 def field_comments(cls: type) -> dict[str, str]:
@@ -126,7 +126,7 @@ def render() -> str:
 
 
 def updated(text: str) -> str:
-    """``text`` (a README) with the block between the markers replaced by :func:`render`."""
+    """``text`` (a Markdown page) with the block between the markers replaced by :func:`render`."""
     if text.count(START) != 1 or text.count(END) != 1 or text.index(START) > text.index(END):
         raise ValueError(f"expected exactly one {START} ... {END} block")
     head, rest = text.split(START, 1)
@@ -136,11 +136,12 @@ def updated(text: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m semid_udf.docs", description=__doc__.splitlines()[0])
-    p.add_argument("readme", nargs="?", default=str(README), help="the README to update (default: the repo's)")
-    p.add_argument("--check", action="store_true", help="only check; exit 1 when the README is not current")
+    p.add_argument("page", nargs="?", default=str(PAGE),
+                   help="the Markdown page to update (default: the repo's docs/configuration.md)")
+    p.add_argument("--check", action="store_true", help="only check; exit 1 when the page is not current")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    path = Path(args.readme)
+    path = Path(args.page)
     text = path.read_text()
     new = updated(text)
     if args.check:

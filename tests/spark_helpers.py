@@ -36,7 +36,7 @@ def table_rows(spark, name: str, version: str):
 
 def committed_files(root: Path, name: str, model_version: str | None = None) -> list[Path]:
     """The data files of the last commit (of ``model_version``, or of the latest version),
-    found as the README's file recipes find them: from the manifest, never by listing."""
+    found as the file recipes of docs/usage.md find them: from the manifest, never by listing."""
     import pyarrow.dataset as ds
 
     runs = ds.dataset(root / f"{name}_manifest", format="parquet").to_table().to_pylist()

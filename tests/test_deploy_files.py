@@ -1,5 +1,5 @@
 """Deployment files without Spark: the wheel's contents, conf/ profiles, the Databricks
-bundle, the README's configuration reference, and entry points that Databricks can call."""
+bundle, the configuration reference (docs/configuration.md), and entry points that Databricks can call."""
 from __future__ import annotations
 
 import configparser
@@ -111,9 +111,10 @@ def test_a_key_without_a_meaning_is_an_error(monkeypatch):
         docs.reference_entries()
 
 
-def test_readme_configuration_reference_is_current():
-    text = (ROOT / "README.md").read_text()
-    assert docs.updated(text) == text, "README.md is stale: run  python -m semid_udf.docs"
+def test_configuration_reference_is_current():
+    assert docs.PAGE == ROOT / "docs" / "configuration.md"
+    text = docs.PAGE.read_text()
+    assert docs.updated(text) == text, "docs/configuration.md is stale: run  python -m semid_udf.docs"
     for key, default, _, _ in docs.reference_entries():
         assert f"| `{key}` | `{default}` |" in text
 
@@ -129,7 +130,7 @@ def test_updated_replaces_only_the_marked_block():
 
 
 def test_docs_check_exit_status(tmp_path):
-    stale = tmp_path / "README.md"
+    stale = tmp_path / "configuration.md"
     stale.write_text(f"x\n{docs.START}\n{docs.END}\n")
     assert docs.main(["--check", str(stale)]) == 1
     assert docs.main([str(stale)]) == 0

@@ -84,8 +84,8 @@ def test_wheel_in_a_fresh_venv_runs_semid_assign(packed, small_input, tiny_check
 
 
 def test_spark_submit_recipe_with_the_packed_environment(packed, small_input, tiny_checkpoint, tmp_path):
-    """README, "Running on a cluster with spark-submit", on local[2]: the archive is unpacked
-    as ./environment in the launch directory (local mode does not do it; see README)."""
+    """docs/deploy.md, "Running on a cluster with spark-submit", on local[2]: the archive is unpacked
+    as ./environment in the launch directory (local mode does not do it; see docs/deploy.md)."""
     run = tmp_path / "run"
     (run / "environment").mkdir(parents=True)
     with tarfile.open(packed / "semid-env.tar.gz") as t:

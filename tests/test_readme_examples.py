@@ -1,4 +1,5 @@
-"""The README's query examples, executed as written in Spark SQL, DuckDB and pandas."""
+"""The documentation's query examples (README.md and docs/*.md; the queries are in docs/usage.md,
+"Querying the IDs"), executed as written in Spark SQL, DuckDB and pandas."""
 from __future__ import annotations
 
 import re
@@ -10,12 +11,13 @@ from semid_udf.publish import run_assign
 from .conftest import ROOT, clustered
 from .spark_helpers import config, write_input
 
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
 def blocks(kind: str) -> list[str]:
-    text = (ROOT / "README.md").read_text()
-    found = re.findall(rf"```{kind}\n(.*?)```", text, flags=re.S)
-    assert found, f"no ```{kind} block in README.md"
+    """Every ```{kind} block of the documentation, README.md first, then docs/*.md by name."""
+    found = [b for page in DOCS for b in re.findall(rf"```{kind}\n(.*?)```", page.read_text(), flags=re.S)]
+    assert found, f"no ```{kind} block in README.md or docs/*.md"
     return found
 
 
