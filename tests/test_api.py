@@ -280,5 +280,6 @@ def test_a_checkpoint_that_does_not_fit_its_weights_fails_on_the_driver_with_the
     cfg["model"]["levels"] = 2
     cfg["model_version_source"] = "explicit"  # the config no longer derives its version: accepted as named
     (bad / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(CheckpointError, match=r"cannot be built or run: .*size mismatch for quantizer.codebooks"):
+    with pytest.raises(CheckpointError, match=r"the weights do not fit a model.kind=rqvae model of its config.json: "
+                                              r".*shapes \['quantizer.codebooks: expected \[2, 16, 8\], got \[3, 16, 8\]'\]"):
         semantic_codes(str(bad))
