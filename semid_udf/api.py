@@ -20,11 +20,11 @@ import dataclasses
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Iterator, cast
 
 import numpy as np
 from pyspark import StorageLevel
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 
 from . import arrow
@@ -81,7 +81,8 @@ def semantic_codes(checkpoint: Any, *, config: JobConfig | None = None, binary_d
     probe(ckpt, cfg)
     fn = arrow.udf_fn(ckpt, cfg.encode, cfg.plugin, cfg.input.binary_dtype if binary_dtype is None else binary_dtype)
     fn.__name__ = "semantic_codes"
-    return F.arrow_udf(fn, sc.codes_struct(int(ckpt.model["levels"])).spark())  # scalar: pa.Array -> pa.Array
+    # scalar: pa.Array -> pa.Array. pyspark's stub requires functionType; at run time it is inferred from fn
+    return F.arrow_udf(fn, sc.codes_struct(int(ckpt.model["levels"])).spark())  # type: ignore[call-overload]
 
 
 @dataclass
@@ -217,6 +218,7 @@ def ids_of(spark: SparkSession, enc: Encoded, ckpt: Checkpoint, cfg: JobConfig, 
         old = kept.join(existing.select("item_id", F.col("embedding_hash").alias("_old_hash")), "item_id", "inner")
         agg = old.agg(F.count(F.lit(1)).alias("n"),
                       F.sum((F.col("embedding_hash") != F.col("_old_hash")).cast("int")).alias("changed")).first()
+        agg = cast(Row, agg)  # an aggregate: one row
         append = {"rows_existing": int(agg["n"]), "rows_embedding_changed": int(agg["changed"] or 0)}
         if append["rows_embedding_changed"]:
             log.warning("%d items already have an ID but arrived with a changed embedding: their published ID is kept "
@@ -236,8 +238,9 @@ def ids_of(spark: SparkSession, enc: Encoded, ckpt: Checkpoint, cfg: JobConfig, 
     ids_df = out.select(*sc.ids(levels, id_type).names)
     rejects = c.where(F.col("reason").isNotNull()).select(F.col("item_id").cast("string").alias("item_id"), "reason",
                                                           "detail")
+    by_reason = cast("dict[str, int]", counts)  # None (the valid rows) popped above
     return SemanticIds(ids=ids_df, rejects=rejects, model_version=ckpt.model_version, rows_in=rows_in,
-                       rows_valid=good, rows_new=rows_new, rejects_by_reason=dict(sorted(counts.items())),
+                       rows_valid=good, rows_new=rows_new, rejects_by_reason=dict(sorted(by_reason.items())),
                        append=append, collisions=collisions, _cached=cached)
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, OrderedDict
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence, cast
 
 import numpy as np
 import pyarrow as pa
@@ -216,7 +216,8 @@ def _codes(enc: CodeEncoder, checks: RowChecks, rows: np.ndarray, mat: np.ndarra
     sub_ids = None if ids is None else (ids if len(rows) == len(ids) else ids.take(pa.array(rows)))
     if top:
         got, finite, cand, dist = enc.candidates(mat, top, item_ids=sub_ids, finite_checked=True)
-        extra[0][rows], extra[1][rows] = cand, dist
+        ext = cast("tuple[np.ndarray, np.ndarray]", extra)  # set above: top > 0
+        ext[0][rows], ext[1][rows] = cand, dist
     else:
         got, finite = enc.encode(mat, item_ids=sub_ids, finite_checked=True)
     if not finite.all():

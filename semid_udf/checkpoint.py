@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import struct
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -121,7 +122,7 @@ def save_tensors_checkpoint(
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     derived = version_of(model_dict, tensors, plugin)
     weights = st_save(tensors, metadata={"format_version": str(FORMAT_VERSION)})
-    config = {
+    config: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "model": model_dict,
         "model_version": model_version or derived,
@@ -154,7 +155,7 @@ def _model_dict(cfg: ModelConfig) -> dict[str, Any]:
     return {k: v for k, v in out.items() if not (k in LATER_KEYS and v == LATER_KEYS[k])}
 
 
-def _files(directory: str | Path) -> tuple[Any, str, str]:
+def _files(directory: str | os.PathLike[str]) -> tuple[Any, str, str]:
     """(pyarrow file system, path on it, the name to show) of a local path or a URI."""
     import pyarrow.fs as pafs
 
@@ -169,7 +170,7 @@ def _files(directory: str | Path) -> tuple[Any, str, str]:
     return pafs.LocalFileSystem(), local, text.rstrip("/")
 
 
-def read_checkpoint(directory: str | Path) -> CheckpointBlob:
+def read_checkpoint(directory: str | os.PathLike[str]) -> CheckpointBlob:
     """Read and verify a checkpoint directory (a local path or any URI pyarrow opens:
     s3://, gs://, hdfs://, abfs://, file://) without building a model (driver side)."""
     import pyarrow.fs as pafs

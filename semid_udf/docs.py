@@ -76,7 +76,7 @@ def reference_entries() -> list[tuple[str, str, str, str]]:
         section, _, name = key.partition(".")
         cls = types[section]
         if dataclasses.is_dataclass(cls):
-            meaning = _meaning(cls, name)
+            meaning = _meaning(typing.cast(type, cls), name)  # a dataclass itself, never an instance
             default = _yaml_value(getattr(getattr(base, section), name))
             tp = _type_name(typing.get_type_hints(cls)[name])
         else:  # a free-form section such as ``spark``: its field's comment in JobConfig

@@ -15,7 +15,7 @@ import os
 import socket
 import sys
 import warnings
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, cast
 
 import numpy as np
 import torch
@@ -208,7 +208,7 @@ class CodeEncoder:
                     ok[start:start + k] = finite[:k].cpu().numpy()
                 else:
                     raw = select_output(raw, self.output)
-                ids = None if item_ids is None else _IdWindow(item_ids, start, k)
+                ids = None if item_ids is None else cast("Sequence[Any]", _IdWindow(item_ids, start, k))  # only indexed
                 codes = to_code_matrix(raw, batch=mb, levels=self.levels, codebook_size=self.codebook_size,
                                        layout=self.layout, item_ids=ids)
                 out[start:start + k] = codes[:k]

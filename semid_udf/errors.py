@@ -66,7 +66,8 @@ def one_line(e: BaseException) -> str:
     text = str(e)
     if java is not None:
         try:
-            parts, j = [], java
+            parts: list[str] = []
+            j = java
             while j is not None and len(parts) < 8:
                 parts.append(str(j.toString()))
                 j = j.getCause()

@@ -23,11 +23,11 @@ import io
 import json
 import logging
 import math
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, cast
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 
 from . import catalog as ct
@@ -142,14 +142,14 @@ def export(spark: SparkSession, name: ct.TableName, out: str, version: str | Non
                 "array<int>").alias("prefix")).agg(F.sort_array(F.collect_set(F.col("tokens")[length])).alias("next"),
                                                    F.count(F.lit(1)).alias("items"))
             prefixes = p if prefixes is None else prefixes.unionByName(p)
-        prefixes = prefixes.persist()
+        prefixes = cast(DataFrame, prefixes).persist()  # set by the loop (levels + 1 >= 1 lengths)
         n_prefixes = prefixes.count()
         pre_schema = pa.schema([("prefix", pa.list_(pa.int32())), ("next", pa.list_(pa.int32())),
                                 ("items", pa.int64())])
         _mkdir(f"{out}/prefixes")
         pre_files = write_files(prefixes, f"{out}/prefixes", ["prefix"], n_prefixes, pre_schema)
         prefixes.unpersist()
-        max_suffix = int(rows.agg(F.max("sid_suffix")).first()[0])
+        max_suffix = int(cast(Row, rows.agg(F.max("sid_suffix")).first())[0])  # an aggregate: one row
     finally:
         tok.unpersist()
     vocab = {"table": str(name), "model_version": version, "levels": levels, "codebook_size": size,

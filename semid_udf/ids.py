@@ -8,9 +8,9 @@ publish step.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
-from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, Row, SparkSession, Window
 from pyspark.sql import functions as F
 
 from . import arrow
@@ -36,7 +36,7 @@ def coded(spark: SparkSession, source: Source, ckpt: Checkpoint, cfg: JobConfig,
         units = [u for u in source.plan.units if u.index % n == k]
         fn = arrow.reader_fn(ckpt, source.plan, units, cfg.encode, cfg.plugin, cfg.output.arrow_batch, top)
         return spark.range(0, len(units), 1, max(1, len(units))).mapInArrow(fn, out)
-    frame = source.frame
+    frame = cast(DataFrame, source.frame)  # a Source without a plan has a frame
     if n > 1:
         frame = frame.where(F.pmod(F.xxhash64(F.col("item_id")), F.lit(n)) == k)
     return frame.mapInArrow(arrow.map_fn(ckpt, cfg.encode, cfg.plugin, cfg.input.binary_dtype, top), out)
@@ -182,7 +182,7 @@ def _resolver(levels: int, cap: int, schema: Any) -> Callable[[Any], Any]:
 def collision_report(moved: DataFrame, cap: int) -> dict[str, Any]:
     """How many items moved, to which candidate rank, and how much farther (squared distance)."""
     agg = moved.agg(F.count(F.lit(1)).alias("moved"), F.avg("_extra").alias("mean"), F.max("_extra").alias("max"))
-    row = agg.first()
+    row = cast(Row, agg.first())  # an aggregate: one row
     ranks = {int(r["_rank"]): int(r["n"]) for r in moved.groupBy("_rank").agg(F.count(F.lit(1)).alias("n")).collect()}
     return {"mode": "nearest_free", "cap": cap, "moved": int(row["moved"]),
             "moved_to_rank": {str(k): v for k, v in sorted(ranks.items())},

@@ -28,7 +28,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
 import numpy as np
 import torch
@@ -203,8 +203,8 @@ def read_sample(path: str | Path, input_dim: int, rows: int = PROBE_ROWS, id_col
             f"({len(table)} rows read)")
     mask = pa.array(keep)
     values = pc.list_flatten(emb.filter(mask)).to_numpy(zero_copy_only=False)
-    x = np.asarray(values, dtype=np.float64).reshape(-1, input_dim)
-    finite = np.isfinite(x).all(axis=1)  # a null element reads as NaN
+    x: np.ndarray = np.asarray(values, dtype=np.float64).reshape(-1, input_dim)
+    finite = cast(np.ndarray, np.isfinite(x).all(axis=1))  # a null element reads as NaN
     skipped["null_element_or_non_finite"] = int((~finite).sum())
     kept_ids = [v for v, ok in zip(ids.filter(mask).to_pylist(), finite) if ok]
     x = x[finite].astype(np.float32)[:rows]

@@ -11,7 +11,7 @@ import math
 import os
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
@@ -120,7 +120,7 @@ def read_source(spark: SparkSession, ic: InputConfig, input_path: str | None = N
 
 def read_input(spark: SparkSession, path: str | None, table: str | None) -> DataFrame:
     try:
-        df = spark.read.parquet(path) if path else spark.table(table)
+        df = spark.read.parquet(path) if path else spark.table(cast(str, table))  # None: Spark's error, re-raised below
         df.schema  # Spark Connect analyses lazily: make a missing path or table fail here
         return df
     except Exception as e:  # AnalysisException and friends: re-raised with the input named
@@ -155,6 +155,7 @@ def normalise_frame(df: DataFrame, ic: InputConfig) -> tuple[DataFrame, str]:
     for col, what, t in ((ic.id_col, "the item id", id_type), (ic.embedding_col, "the embedding", emb_type)):
         if t is None:
             raise InputError(f"column {col!r} ({what}) missing; columns found: {sorted(schema.fieldNames())}")
+    id_type, emb_type = cast(T.DataType, id_type), cast(T.DataType, emb_type)  # neither is None (checked above)
     ids = _col(ic.id_col)
     if isinstance(id_type, (T.ByteType, T.ShortType)):  # widened, as the pyarrow reader does
         ids, id_type = ids.cast("int"), T.IntegerType()

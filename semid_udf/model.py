@@ -17,7 +17,7 @@ No pyspark import here.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Literal, cast, overload
 
 import torch
 from torch import nn
@@ -36,6 +36,8 @@ def mlp(dims: list[int]) -> nn.Sequential:
 
 class ResidualQuantizer(nn.Module):
     """``levels`` codebooks of ``codebook_size`` codes of ``dim`` floats, applied residually."""
+
+    codebooks: torch.Tensor  # a buffer (register_buffer below)
 
     def __init__(self, levels: int, codebook_size: int, dim: int):
         super().__init__()
@@ -84,9 +86,15 @@ class ResidualQuantizer(nn.Module):
         """(codes ``long[B, L]``, the ``top`` nearest last-level codes for each row's own
         prefix ``long[B, top]`` (the first is its code), their squared distances ``[B, top]``),
         from the very distances the search chose by."""
-        return self.beam_codes(z, beam, top)  # type: ignore[return-value]
+        return cast("tuple[torch.Tensor, torch.Tensor, torch.Tensor]", self.beam_codes(z, beam, top))
 
-    def beam_codes(self, z: torch.Tensor, beam: int, top: int = 0) -> torch.Tensor:
+    @overload
+    def beam_codes(self, z: torch.Tensor, beam: int, top: Literal[0] = 0) -> torch.Tensor: ...
+
+    @overload
+    def beam_codes(self, z: torch.Tensor, beam: int, top: int) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
+
+    def beam_codes(self, z: torch.Tensor, beam: int, top: int = 0) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Codes ``long[B, L]`` by beam search: keep the ``beam`` code prefixes with the smallest
         residual at each level, and return the one with the smallest final residual (as FAISS's
         ``ResidualQuantizer`` encodes). ``beam = 1`` is the greedy :meth:`forward`. Each row's
@@ -96,7 +104,7 @@ class ResidualQuantizer(nn.Module):
         if beam <= 1:
             if top <= 0:
                 return self.forward(z)[0]
-            residual, codes = z, []
+            residual, level_codes = z, []
             for level in range(self.levels):
                 cb = self.codebooks[level]
                 part = torch.addmm((cb * cb).sum(1), residual, cb.t(), beta=1.0, alpha=-2.0)
@@ -104,10 +112,11 @@ class ResidualQuantizer(nn.Module):
                 if level == self.levels - 1:
                     cand, dist = self._top(part, (residual * residual).sum(1, keepdim=True), top)
                 residual = residual - cb[idx]
-                codes.append(idx)
-            return torch.stack(codes, dim=1), cand, dist
+                level_codes.append(idx)
+            return torch.stack(level_codes, dim=1), cand, dist
         n, k = z.shape[0], self.codebook_size
         rows = torch.arange(n, device=z.device).unsqueeze(1)
+        codes: torch.Tensor | None
         res, codes, width = z, None, 1  # res: [n * width, dim], codes: [n * width, level]
         for level in range(self.levels):
             cb = self.codebooks[level]
@@ -131,11 +140,12 @@ class ResidualQuantizer(nn.Module):
             res = res[parent] - cb[code]
             codes = code.unsqueeze(1) if codes is None else torch.cat([codes[parent], code.unsqueeze(1)], dim=1)
             width = pick.shape[1]
+        codes = cast(torch.Tensor, codes)  # set by every level (levels >= 1)
         return (codes, top_codes, top_dist) if top > 0 else codes
 
     def decode_codes(self, codes: torch.Tensor) -> torch.Tensor:
         """Sum of the chosen codes per row: the quantised latent of ``codes`` ``[B, L]``."""
-        return sum(self.codebooks[level][codes[:, level]] for level in range(self.levels))
+        return cast(torch.Tensor, sum(self.codebooks[level][codes[:, level]] for level in range(self.levels)))
 
 
 class ResidualCoder(nn.Module):

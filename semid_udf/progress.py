@@ -13,7 +13,7 @@ import logging
 import sys
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 from .files import is_connect
 
@@ -54,8 +54,9 @@ class Progress:
         elapsed = time.perf_counter() - self._t0
         with self._lock:
             share = 1.0 if final else self._share
-        done = min(self.total, int(round(share * self.total)))
-        line = fmt_line(self.label, done, self.total, elapsed)
+        total = cast(int, self.total)  # only called when enabled: total is set
+        done = min(total, int(round(share * total)))
+        line = fmt_line(self.label, done, total, elapsed)
         now = time.perf_counter()
         if self.tty:
             self.stream.write("\r" + line + ("\n" if final else ""))

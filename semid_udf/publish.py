@@ -41,10 +41,10 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, cast
 from urllib.parse import unquote
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 
 from . import catalog as ct
@@ -107,8 +107,8 @@ def model_digest(ckpt: Checkpoint, cfg: JobConfig) -> str:
     """What a model version is bound to: the model config (semid's, or the plugin recorded in
     the checkpoint or given in the config), the weights and the micro-batch (a different
     micro-batch may round a near-tie the other way)."""
-    plugin = effective_plugin(ckpt, cfg.plugin)
-    plugin = to_dict(plugin) if plugin.factory else None
+    eff = effective_plugin(ckpt, cfg.plugin)
+    plugin = to_dict(eff) if eff.factory else None
     doc = {"model": ckpt.model, "plugin": plugin, "weights_sha256": ckpt.config["weights_sha256"],
            "micro_batch": cfg.encode.micro_batch}
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
@@ -163,7 +163,7 @@ class Stages:
     def close(self) -> None:
         self("done")
         if not is_connect(self.spark):
-            self.spark.sparkContext.setJobDescription(None)
+            self.spark.sparkContext.setJobDescription(None)  # type: ignore[arg-type]  # None clears it; pyspark's stub says str
         self.spark.removeTag(self.tag)
 
 
@@ -297,7 +297,7 @@ class Encode:
         root = ct.location_of(self.spark, name.q("_data")) + "/_staging"
         settings = {"encode": to_dict(cfg.encode), "plugin": to_dict(effective_plugin(self.ckpt, cfg.plugin)),
                     "input": to_dict(cfg.input), "collisions": [cfg.output.collisions, cfg.output.candidates]}
-        stamps = list(src.plan.files) if src.plan else sorted(src.frame.inputFiles())
+        stamps = list(src.plan.files) if src.plan else sorted(cast(DataFrame, src.frame).inputFiles())  # no plan: a frame
         fp = staging.fingerprint(stamps, src.description, self.ckpt.model_version, settings, cfg.output.shards)
         schema = sc.coded(self.levels, src.id_type, candidates=cfg.output.collisions == "nearest_free").spark()
         coded, self.res.details["resume"] = staging.encode_sharded(
@@ -316,7 +316,7 @@ class Encode:
                 d.unpersist()
 
 
-def check_paths(input_path: str | None, checkpoint: str | None, warehouse: str | None, table: str,
+def check_paths(input_path: str | None, checkpoint: str | os.PathLike[str] | None, warehouse: str | None, table: str,
                 location: str | None = None) -> None:
     """Refuse, before any work, a run whose output would be its input, contain it, or lie
     inside the checkpoint, and table folders whose names Spark and Hive disagree on."""
@@ -325,13 +325,13 @@ def check_paths(input_path: str | None, checkpoint: str | None, warehouse: str |
     if warehouse:
         warehouse_path(warehouse)
 
-    def local(p: str | None) -> Path | None:
+    def local(p: str | os.PathLike[str] | None) -> Path | None:
         found = local_path(p)
         return Path(found) if found is not None else None
 
-    folders = []  # where the table's folders go: <name>_data, _rejects, _manifest
+    folders: list[Path] = []  # where the table's folders go: <name>_data, _rejects, _manifest
     if local(location) is not None:
-        folders.append(local(location))
+        folders.append(cast(Path, local(location)))
     elif warehouse:  # Hive keeps `default` at the warehouse's root (see catalog.ensure_database)
         root = Path(warehouse_path(warehouse))
         folders.append(root if name.schema == "default" else root / f"{name.schema}.db")
@@ -375,7 +375,7 @@ def run_assign(spark: SparkSession, cfg: JobConfig, checkpoint: Any, *, table: s
         ct.check_catalog(spark, name)
         step("checking the input")
         source = read_source(spark, cfg.input, input_path, input_table)
-        n_input = source.rows if source.rows is not None else source.frame.count()
+        n_input = source.rows if source.rows is not None else cast(DataFrame, source.frame).count()  # no row count: a frame
         if n_input == 0:
             raise InputError("input: expected at least 1 row, got 0: refusing to publish an empty version")
         shuffle_partitions(spark, n_input)
@@ -455,7 +455,7 @@ def metastore_pool(spark: SparkSession) -> Iterator[None]:
     try:
         yield
     finally:
-        ctx.setLocalProperty("spark.scheduler.pool", None)
+        ctx.setLocalProperty("spark.scheduler.pool", None)  # type: ignore[arg-type]  # None removes it; pyspark's stub says str
 
 
 LOW_DISK = 64 << 20  # below this, a failure on a local warehouse or location is reported as a full disk
@@ -550,7 +550,7 @@ def _publish(spark: SparkSession, cfg: JobConfig, res: RunResult, ids: SemanticI
     written = (spark.table(name.name("_data")).where((F.col("model_version") == version) & (F.col("run_id") == run_id))
                if res.rows_new else None)
     stat_cols, read_stats = ix.suffix_stats(res.rows_new) if from_suffixes else ([], None)
-    agg = (written.agg(F.count(F.lit(1)).alias("rows"), *stat_cols).first().asDict() if written is not None
+    agg = (cast(Row, written.agg(F.count(F.lit(1)).alias("rows"), *stat_cols).first()).asDict() if written is not None
            else {"rows": 0})
     in_segment = int(agg["rows"])
     in_rejects = (spark.table(name.name("_rejects"))
@@ -595,8 +595,8 @@ def _relative(uri: str, root: str) -> str:
 
 def _check_reject_rate(ids: SemanticIds, cfg: JobConfig, res: RunResult) -> None:
     if ids.rows_valid == 0 or res.rows_rejected > cfg.output.max_reject_rate * res.rows_in:
-        top = max(res.rejects_by_reason, key=res.rejects_by_reason.get)
-        ex = ids.rejects.where(F.col("reason") == top).select("item_id", "detail").first()
+        top = max(res.rejects_by_reason, key=cast("Callable[[str], int]", res.rejects_by_reason.get))  # every key is in it
+        ex = cast(Row, ids.rejects.where(F.col("reason") == top).select("item_id", "detail").first())  # a reject of reason top
         if res.rejects_by_reason.get("wrong_length") == res.rows_in:
             raise InputError(f"column {cfg.input.embedding_col!r}: {ex['detail'].split(': ', 1)[-1]} for every row "
                              f"(the model's input_dim), e.g. item {ex['item_id']!r}")

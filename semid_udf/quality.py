@@ -23,10 +23,13 @@ import json
 import logging
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from .model import ResidualCoder
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +198,7 @@ def coherence(x: np.ndarray, codes: np.ndarray, sample: int = 20_000, seed: int 
     return out
 
 
-def reconstruction(model: torch.nn.Module, x: np.ndarray, batch: int = 4096,
+def reconstruction(model: ResidualCoder, x: np.ndarray, batch: int = 4096,
                    codes: np.ndarray | None = None) -> dict[str, float]:
     """Latent and input-space squared errors of a semid model (per item, summed over dims),
     for the codes inference assigns, or for given ``codes`` (int [n, levels], e.g. after a
@@ -223,7 +226,7 @@ def reconstruction(model: torch.nn.Module, x: np.ndarray, batch: int = 4096,
             "input_mse": in_err / n, "input_relative": in_err / in_norm}
 
 
-def latents(model: torch.nn.Module, x: np.ndarray, batch: int = 4096) -> np.ndarray:
+def latents(model: ResidualCoder, x: np.ndarray, batch: int = 4096) -> np.ndarray:
     with torch.inference_mode():
         return np.concatenate([model.encoder(torch.from_numpy(np.ascontiguousarray(x[s:s + batch]))).numpy()
                                for s in range(0, len(x), batch)])
@@ -247,7 +250,7 @@ def code_report(codes: np.ndarray, codebook_size: int, x: np.ndarray | None = No
     return rep
 
 
-def checkpoint_report(model: torch.nn.Module, codes: np.ndarray, x: np.ndarray, nn_sample: int = 20_000,
+def checkpoint_report(model: ResidualCoder, codes: np.ndarray, x: np.ndarray, nn_sample: int = 20_000,
                       seed: int = 0) -> dict[str, Any]:
     """The full report of a semid RQ-VAE over ``x`` whose codes (as published) are ``codes``."""
     rep = code_report(codes, model.cfg.codebook_size, x, nn_sample=nn_sample, seed=seed)

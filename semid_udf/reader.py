@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, cast
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -175,7 +175,7 @@ def check_schema(schema: pa.Schema, path: str, id_col: str, emb_col: str, cast_d
     for col, what in ((id_col, "the item id"), (emb_col, "the embedding")):
         if nested_field(schema, col) is None:
             raise InputError(f"column {col!r} ({what}) missing; columns found: {sorted(names)} (file {path})")
-    id_t, emb_t = nested_field(schema, id_col), nested_field(schema, emb_col)
+    id_t, emb_t = cast(pa.DataType, nested_field(schema, id_col)), nested_field(schema, emb_col)  # both present (checked above)
     if pa.types.is_dictionary(id_t):  # a pandas categorical written to Parquet: Spark reads the values
         id_t = id_t.value_type
     if id_t in (pa.int8(), pa.int16(), pa.int32(), pa.uint8(), pa.uint16()):

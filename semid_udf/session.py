@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, cast
 
 from pyspark.sql import SparkSession
 
@@ -174,7 +174,7 @@ def prepare_session(spark: SparkSession) -> None:
     """Point local Python workers at this interpreter; refuse unsafe settings."""
     if not is_connect(spark):
         sc = spark.sparkContext
-        if "PYSPARK_PYTHON" not in os.environ and sc.master.startswith("local"):
+        if "PYSPARK_PYTHON" not in os.environ and cast(str, sc.master).startswith("local"):  # a running context has a master
             # Local workers run on this machine: use the interpreter that has semid installed.
             os.environ["PYSPARK_PYTHON"] = sys.executable
             sc.pythonExec = sys.executable

@@ -30,7 +30,7 @@ from .files import Files
 log = logging.getLogger(__name__)
 
 
-def fingerprint(stamps: list[tuple[str, int, int]], source: str, model_version: str, settings: dict[str, Any],
+def fingerprint(stamps: list[tuple[str, int, int]] | list[str], source: str, model_version: str, settings: dict[str, Any],
                 shards: int) -> str:
     """Same input files (path, size, mtime), model, encode settings and shard count -> same value."""
     doc = {"source": source, "files": stamps, "model_version": model_version, "settings": settings, "shards": shards}

@@ -19,7 +19,7 @@ import logging
 import os
 import re
 import time
-from typing import Any
+from typing import Any, cast
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -52,7 +52,7 @@ def query_id(spark: SparkSession, checkpoint_location: str) -> str:
     stream's checkpoint is on."""
     row = spark.read.text(f"{checkpoint_location.rstrip('/')}/metadata").first()
     try:
-        return str(json.loads(row[0])["id"])
+        return str(json.loads(cast(Any, row)[0])["id"])  # None (an empty file): the TypeError below
     except (TypeError, ValueError, KeyError) as e:
         raise ConfigError(f"--stream-checkpoint {checkpoint_location}: expected Spark's metadata file with the "
                           f"query's id, got {row[0] if row else 'an empty file'!r} ({e})") from None
