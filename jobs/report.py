@@ -49,10 +49,16 @@ def compare(spark, cfg, blobs: list, out: str, input_path: str | None = None, in
     from semid_udf.encode import CodeEncoder, effective_plugin
     from semid_udf.errors import ConfigError
     from semid_udf.inputs import normalise_frame, read_input
+    from semid_udf.paths import local_path
     from semid_udf.sample import take_sample
 
     if rows <= 1 or nn_sample <= 1:
         raise ConfigError(f"--rows and --nn-sample: expected > 1, got {rows} and {nn_sample}")
+    local = local_path(out)
+    if local is None:
+        raise ConfigError(f"--out {out}: expected a local or mounted folder (the report and its plots are written "
+                          "from this process), got a location on another file system")
+    out = local
     names = names or [b.model_version for b in blobs]
     dims = {int(b.model["input_dim"]) for b in blobs}
     if len(dims) > 1:
@@ -99,6 +105,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     blobs = [read_checkpoint(c) for c in args.checkpoint]  # digests checked before any Spark work
     spark = build_session(f"semid-report {' '.join(b.model_version for b in blobs)}", cfg.spark, remote=args.remote)
+    from semid_udf.paths import local_path
+
+    args.out = local_path(args.out) or args.out  # file:/x is the folder /x (compare refuses other file systems)
     reps = compare(spark, cfg, blobs, args.out, args.input, args.input_table, args.rows, args.nn_sample,
                    names=list(args.checkpoint))
     for rep in reps:
