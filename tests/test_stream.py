@@ -50,6 +50,9 @@ def test_a_killed_and_restarted_stream_equals_one_append_run(spark, tiny_blob, t
         write_input(arriving / f"f{k}", ids, vs, files=1)
         (arriving / f"f{k}" / "part-0.parquet").rename(arriving / f"batch-{k}.parquet")
         (arriving / f"f{k}").rmdir()
+        # they arrive in this order: the file source orders by modification time, and files
+        # written within one millisecond would otherwise come in the folder's listing order
+        os.utime(arriving / f"batch-{k}.parquet", (time.time() - 100 + k, time.time() - 100 + k))
     common = ["--checkpoint", str(tiny_checkpoint), "--table", "st.ids", "--set", "encode.micro_batch=64"]
 
     wh = tmp_path / "wh"
