@@ -529,3 +529,44 @@ time.sleep(600)
         assert "which is not a semid run" in last and time.monotonic() - t < 60
     finally:
         kill(holder)
+
+
+def test_file_uri_warehouses_work_and_odd_ones_are_refused_creating_nothing(tiny_checkpoint, two_inputs, tmp_path):
+    """As a user runs it, from a clean working directory: --warehouse file:///abs publishes
+    into /abs (no folder named 'file:' appears); a warehouse whose path has % is refused before
+    any work and creates nothing, there or in the working directory."""
+    root, a, b = two_inputs
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    env = dict(os.environ, PYSPARK_PYTHON=sys.executable)
+    env.pop("SPARK_REMOTE", None)
+    wh = tmp_path / "wh"
+    ok = subprocess.run([str(BIN / "semid-assign"), "--input", str(a), "--checkpoint", str(tiny_checkpoint),
+                         "--table", "uri.ids", "--warehouse", f"file://{wh}"], capture_output=True, text=True,
+                        env=env, cwd=cwd, timeout=600)
+    assert ok.returncode == 0, ok.stderr[-3000:]
+    assert published_files(wh, "uri.ids")["item_id"] == list(range(300))
+    assert sorted(p.name for p in cwd.iterdir()) == []  # no 'file:' folder, no derby.log, no metastore_db
+    odd = tmp_path / "wh_pct%41x"
+    bad = subprocess.run([str(BIN / "semid-assign"), "--input", str(a), "--checkpoint", str(tiny_checkpoint),
+                          "--table", "uri.ids", "--warehouse", str(odd)], capture_output=True, text=True, env=env,
+                         cwd=cwd, timeout=600)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines()[-1] == (
+        f"semid-assign: error: --warehouse {odd}: expected a folder whose path has none of the characters % # ? "
+        f"(Spark and the Hive metastore encode them differently), got % in {odd}; choose another folder")
+    assert not odd.exists() and sorted(p.name for p in cwd.iterdir()) == []
+
+
+def test_a_commit_keeps_only_the_rejects_of_its_own_runs(spark, tiny_blob, tmp_path):
+    """Rejects of runs a commit replaced go with them: the README's rejects query counts once."""
+    x = clustered(60, 16, seed=93)
+    vecs = [list(map(float, v)) for v in x]
+    vecs[3] = None  # one bad row in every run
+    inp = write_input(tmp_path / "in", list(range(60)), vecs)
+    wh = str(tmp_path / "wh")
+    first = run_assign(spark, config(), tiny_blob, table="rj.ids", input_path=str(inp), warehouse=wh)
+    second = run_assign(spark, config(), tiny_blob, table="rj.ids", input_path=str(inp), warehouse=wh)
+    assert first.rows_rejected == second.rows_rejected == 1
+    rows = spark.table("rj.ids_rejects").collect()
+    assert [(r.item_id, r.reason, r.run_id) for r in rows] == [("3", "null_embedding", second.run_id)]
