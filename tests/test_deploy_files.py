@@ -40,10 +40,12 @@ def wheel_scripts(wheel: Path) -> dict[str, str]:
 def test_wheel_holds_both_packages_and_every_declared_command(wheel):
     with zipfile.ZipFile(wheel) as z:
         names = set(z.namelist())
-    for module in ("jobs/__init__.py", "jobs/_cli.py", "jobs/assign_semantic_ids.py", "jobs/train_rqvae.py",
-                   "jobs/demo.py", "semid_udf/__init__.py", "semid_udf/arrow.py", "semid_udf/config.py",
-                   "semid_udf/docs.py"):
+    for module in ("semid_udf/cli/__init__.py", "semid_udf/cli/common.py", "semid_udf/cli/assign_semantic_ids.py",
+                   "semid_udf/cli/train_rqvae.py", "semid_udf/cli/demo.py", "semid_udf/__init__.py",
+                   "semid_udf/arrow.py", "semid_udf/config.py", "semid_udf/docs.py", "semid_udf/fairscheduler.xml"):
         assert module in names
+    # no top-level package named jobs: it would shadow (or be shadowed by) a user's own
+    assert not any(n.startswith("jobs/") for n in names)
     assert not any("__pycache__" in n or n.startswith(("tests/", "build/")) for n in names)
     declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     scripts = wheel_scripts(wheel)
@@ -137,7 +139,8 @@ def test_docs_check_exit_status(tmp_path):
     assert docs.main(["--check", str(stale)]) == 0
 
 
-@pytest.mark.parametrize("module", ["jobs.train_rqvae", "jobs.assign_semantic_ids", "jobs.demo"])
+@pytest.mark.parametrize("module", ["semid_udf.cli.train_rqvae", "semid_udf.cli.assign_semantic_ids",
+                                    "semid_udf.cli.demo"])
 def test_entry_points_return_on_success_and_exit_on_failure(module, monkeypatch):
     """Databricks marks a wheel task failed on any SystemExit, even 0: success must return."""
     import importlib

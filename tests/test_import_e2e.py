@@ -121,7 +121,7 @@ def test_an_executor_that_cannot_import_the_factory_says_how_to_ship_it(imported
     """The driver imports the module (it probes the model) but the executors cannot."""
     work, _, inp, ck, _ = imported
     driver_only = (f"import sys; sys.path.insert(0, {str(EXAMPLE)!r}); sys.argv[0] = 'semid-assign'; "
-                   "from jobs.assign_semantic_ids import cli; cli()")
+                   "from semid_udf.cli.assign_semantic_ids import cli; cli()")
     a = run([sys.executable, "-c", driver_only, "--input", str(inp), "--checkpoint", str(ck), "--table", "byo.noimport",
              "--warehouse", str(work / "wh_noimport")], cwd=work, pythonpath=None)
     assert a.returncode != 0

@@ -11,7 +11,8 @@ PKG = Path(__file__).resolve().parents[1] / "semid_udf"
 # (found, not listed: a new module is covered the day it is added) draws none.
 MAY_DRAW = {"train": "its seeded generator only (tested below)",
             "quality": "it samples items for its report, never a code",
-            "importer": "a seeded normal sample probes a user's model when none is given; its codes are never published"}
+            "importer": "a seeded normal sample probes a user's model when none is given; its codes are never published",
+            "demo": "semid-demo makes its demo catalogue's vectors (input data, not IDs)"}
 INFERENCE = sorted(str(p.relative_to(PKG).with_suffix("")) for p in PKG.rglob("*.py")
                    if p.stem not in MAY_DRAW and p.name != "__init__.py")
 RANDOM = {"rand", "randn", "randint", "randperm", "rand_like", "random", "random_", "multinomial", "bernoulli",

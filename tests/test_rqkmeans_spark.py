@@ -55,7 +55,7 @@ def test_job_udf_and_export_work_on_an_rqkmeans_checkpoint(spark, km):
 
 
 def test_report_compares_checkpoints_with_qualitys_own_figures(spark, km, tiny_checkpoint, tmp_path):
-    from jobs.report import compare
+    from semid_udf.cli.report import compare
 
     root, blob, inp, _ = km
     rqvae_dir = tmp_path / "rqvae"

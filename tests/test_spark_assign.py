@@ -197,7 +197,7 @@ def test_structural_errors_fail_before_writing(spark, tiny_blob, tmp_path):
 
 
 def test_an_unreadable_file_fails_with_its_name(spark, tiny_blob, tmp_path):
-    from jobs._cli import one_line
+    from semid_udf.errors import one_line
 
     inp = write_input(tmp_path / "in", [1, 2, 3], [[0.1] * 16] * 3, files=1)
     (inp / "part-9.parquet").write_bytes(b"PAR1 this is not parquet PAR1")

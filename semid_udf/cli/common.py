@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Sequence, cast
 
 from semid_udf.config import JobConfig, load_config
 from semid_udf.errors import MetastoreTimeoutError, SemidError, one_line
@@ -77,7 +77,7 @@ def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
         summary.addHandler(out)
         summary.propagate = False
     root.setLevel(logging.WARNING)
-    for name in ("semid", "semid_udf", "jobs"):
+    for name in ("semid", "semid_udf"):
         logging.getLogger(name).setLevel(level)
     summary.setLevel(logging.INFO)
     logging.getLogger("py4j").setLevel(logging.WARNING)
@@ -134,5 +134,5 @@ def warehouse_lock(cfg, warehouse: str | None, remote: str | None, run_id: str):
     from semid_udf.session import embedded_metastore, remote_url
 
     if embedded_metastore(cfg.spark, warehouse, remote_url(remote)):
-        return WarehouseLock(warehouse, run_id, cfg.output.lock_wait_s)
+        return WarehouseLock(cast(str, warehouse), run_id, cfg.output.lock_wait_s)  # set: embedded_metastore said so
     return contextlib.nullcontext()
