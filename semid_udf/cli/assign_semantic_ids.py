@@ -8,16 +8,16 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from . import common as _cli
+from . import common
 
 PROG = "semid-assign"
 
 
 def parser():
-    p = _cli.base_parser(PROG, "Assign RQ-VAE semantic IDs to every item and publish the table.")
-    _cli.add_input(p)
-    _cli.add_session(p)
-    _cli.add_py_files(p)
+    p = common.base_parser(PROG, "Assign RQ-VAE semantic IDs to every item and publish the table.")
+    common.add_input(p)
+    common.add_session(p)
+    common.add_py_files(p)
     p.add_argument("--checkpoint", required=True, help="checkpoint directory (config.json + model.safetensors)")
     p.add_argument("--table", required=True, help="output table DB.NAME or CATALOG.DB.NAME")
     p.add_argument("--warehouse", help="warehouse directory (table location and local metastore)")
@@ -39,12 +39,12 @@ def parser():
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    _cli.setup_logging(args.verbose, args.quiet)
+    common.setup_logging(args.verbose, args.quiet)
     if args.device:
         args.overrides.append(f"encode.device={args.device}")
     if args.location:
         args.overrides.append(f"output.location={args.location}")
-    cfg = _cli.load(args)
+    cfg = common.load(args)
     from semid_udf.checkpoint import read_checkpoint
 
     ckpt = read_checkpoint(args.checkpoint)  # digest checked before any Spark work
@@ -59,16 +59,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.stream and (not args.stream_checkpoint or args.mode):
         raise ConfigError("--stream: expected --stream-checkpoint DIR and no --mode (each micro-batch appends)")
     run_id = new_run_id()
-    with _cli.warehouse_lock(cfg, args.warehouse, args.remote, run_id):
+    with common.warehouse_lock(cfg, args.warehouse, args.remote, run_id):
         spark = build_session(f"semid-assign {ckpt.model_version}", cfg.spark, args.warehouse, args.remote)
-        _cli.ship_py_files(spark, args.py_files)
+        common.ship_py_files(spark, args.py_files)
         if args.stream:
             from semid_udf.stream import run_stream
 
             runs = run_stream(spark, cfg, ckpt, table=args.table, checkpoint_location=args.stream_checkpoint,
                               input_path=args.input, input_table=args.input_table, warehouse=args.warehouse,
                               trigger=args.trigger)
-            _cli.summary.info("semid-assign --stream: %d micro-batches committed, %d new IDs", len(runs),
+            common.summary.info("semid-assign --stream: %d micro-batches committed, %d new IDs", len(runs),
                               sum(r.rows_new for r in runs))
             return 0
         res = run_assign(spark, cfg, ckpt, table=args.table, input_path=args.input, input_table=args.input_table,
@@ -78,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def print_summary(res) -> None:
-    s = _cli.summary
+    s = common.summary
     total = res.timings.get("total", 0.0)
     s.info("semid-assign: run %s complete", res.run_id)
     s.info("  table            %s (model_version=%s, %s)", res.table, res.model_version, res.mode)
@@ -91,7 +91,7 @@ def print_summary(res) -> None:
 
 
 def cli() -> None:
-    _cli.exit_on_failure(_cli.run_main(PROG, main, None))
+    common.exit_on_failure(common.run_main(PROG, main, None))
 
 
 if __name__ == "__main__":

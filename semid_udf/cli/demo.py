@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Sequence, cast
 
 import numpy as np
 
-from . import common as _cli
+from . import common
 
 if TYPE_CHECKING:
     from pyspark.sql import Row
@@ -48,12 +48,12 @@ def make_catalogue(path: Path, items: int, dim: int, seed: int = 7, files: int =
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = _cli.base_parser(PROG, "Demo: make a catalogue, train an RQ-VAE, assign semantic IDs, print a summary.")
+    p = common.base_parser(PROG, "Demo: make a catalogue, train an RQ-VAE, assign semantic IDs, print a summary.")
     p.add_argument("--workdir", default="semid-demo", help="where the catalogue, checkpoint and warehouse go")
     p.add_argument("--items", type=int, default=100_000)
     p.add_argument("--dim", type=int, default=256)
     args = p.parse_args(argv)
-    _cli.setup_logging(args.verbose, args.quiet)
+    common.setup_logging(args.verbose, args.quiet)
 
     from semid_udf.checkpoint import read_checkpoint
     from semid_udf.config import JobConfig, load_config, merge
@@ -63,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.perf_counter()
     work = Path(args.workdir).resolve()
     cat, ck, wh = work / "catalogue", work / "checkpoint", work / "warehouse"
-    _cli.log.info("making a demo catalogue of %d x %d under %s", args.items, args.dim, cat)
+    common.log.info("making a demo catalogue of %d x %d under %s", args.items, args.dim, cat)
     make_catalogue(cat, args.items, args.dim)
 
     from .train_rqvae import train
@@ -90,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"AND sid_0 = {prefix} ORDER BY semantic_id LIMIT 5")
     rows2 = spark.sql(query2).collect()
 
-    s = _cli.summary
+    s = common.summary
     s.info("")
     s.info("semid demo summary")
     s.info("  catalogue         %d items x %d dims (%s)", args.items, args.dim, cat)
@@ -113,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def cli() -> None:
-    _cli.exit_on_failure(_cli.run_main(PROG, main, None))
+    common.exit_on_failure(common.run_main(PROG, main, None))
 
 
 if __name__ == "__main__":

@@ -7,15 +7,15 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from . import common as _cli
+from . import common
 
 PROG = "semid-export"
 
 
 def parser():
-    p = _cli.base_parser(PROG, "Export a committed model version for the model that trains on the IDs: tokens, "
+    p = common.base_parser(PROG, "Export a committed model version for the model that trains on the IDs: tokens, "
                                "vocab.json, valid-ID prefixes, and a manifest with each file's sha256.")
-    _cli.add_session(p)
+    common.add_session(p)
     p.add_argument("--table", required=True, help="the published table DB.NAME or CATALOG.DB.NAME")
     p.add_argument("--warehouse", help="warehouse directory (as given to semid-assign)")
     p.add_argument("--version", help="model version (default: the latest committed one)")
@@ -26,8 +26,8 @@ def parser():
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    _cli.setup_logging(args.verbose, args.quiet)
-    cfg = _cli.load(args)
+    common.setup_logging(args.verbose, args.quiet)
+    cfg = common.load(args)
     from pathlib import Path
 
     from semid_udf.catalog import TableName
@@ -42,10 +42,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.warehouse and not Path(warehouse_path(args.warehouse)).is_dir():
         raise ConfigError(f"--warehouse {args.warehouse}: expected the folder semid-assign published {name} in, got "
                           "no such folder")
-    with _cli.warehouse_lock(cfg, args.warehouse, args.remote, new_run_id()):
+    with common.warehouse_lock(cfg, args.warehouse, args.remote, new_run_id()):
         spark = build_session(f"semid-export {name}", cfg.spark, args.warehouse, args.remote)
         m = export(spark, name, args.out, args.version, where=where)
-    s = _cli.summary
+    s = common.summary
     s.info("semid-export: %s version %s (commit %s) -> %s", m["table"], m["model_version"], m["commit"]["run_id"],
            args.out)
     s.info("  items %d, prefixes %d, files %d", m["items"], m["prefixes"], len(m["files"]))
@@ -53,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def cli() -> None:
-    _cli.exit_on_failure(_cli.run_main(PROG, main, None))
+    common.exit_on_failure(common.run_main(PROG, main, None))
 
 
 if __name__ == "__main__":

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from . import common as _cli
+from . import common
 from semid_udf.config import LAYOUTS
 
 PROG = "semid-import"
 
 
 def parser():
-    p = _cli.base_parser(PROG, "Probe a trained RQ-VAE of your own and write it as a semid checkpoint.")
+    p = common.base_parser(PROG, "Probe a trained RQ-VAE of your own and write it as a semid checkpoint.")
     p.add_argument("--weights", required=True,
                    help="model.pt / .pth / .bin (read with torch.load(weights_only=True) only) or model.safetensors")
     p.add_argument("--factory", help="'module:callable' called with (config dict, tensors) that returns the model "
@@ -46,8 +46,8 @@ def parser():
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    _cli.setup_logging(args.verbose, args.quiet)
-    cfg = _cli.load(args)
+    common.setup_logging(args.verbose, args.quiet)
+    cfg = common.load(args)
     from semid_udf.importer import import_rqvae, read_sample
 
     sample = None
@@ -69,7 +69,7 @@ def pick(flag, configured):
 
 
 def print_summary(res, codebook_size: int) -> None:
-    s, pr, pl = _cli.summary, res.probe, res.plugin
+    s, pr, pl = common.summary, res.probe, res.plugin
     s.info("semid-import: checkpoint %s written to %s", res.model_version, res.checkpoint)
     s.info("  model            %s, method %s, output %r", pl["factory"], pl["method"], pl["output"])
     s.info("  layout           %s (%s)", pl["layout"], "detected" if pr["layout_detected"] else "declared")
@@ -82,7 +82,7 @@ def print_summary(res, codebook_size: int) -> None:
 
 
 def cli() -> None:
-    _cli.exit_on_failure(_cli.run_main(PROG, main, None))
+    common.exit_on_failure(common.run_main(PROG, main, None))
 
 
 if __name__ == "__main__":

@@ -16,15 +16,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from . import common as _cli
+from . import common
 
 PROG = "semid-report"
 
 
 def parser():
-    p = _cli.base_parser(PROG, "Quality report of a checkpoint's semantic IDs on a sample of an embedding table.")
-    _cli.add_input(p)
-    _cli.add_session(p)
+    p = common.base_parser(PROG, "Quality report of a checkpoint's semantic IDs on a sample of an embedding table.")
+    common.add_input(p)
+    common.add_session(p)
     p.add_argument("--checkpoint", required=True, action="append",
                    help="checkpoint directory (config.json + model.safetensors); repeat it to compare several "
                         "checkpoints on the same sample")
@@ -65,7 +65,7 @@ def compare(spark, cfg, blobs: list, out: str, input_path: str | None = None, in
         raise ConfigError("--checkpoint: the checkpoints compared must take embeddings of one dimension, got "
                           + ", ".join(f"{n}: {b.model['input_dim']}" for n, b in zip(names, blobs)))
     df, _ = normalise_frame(read_input(spark, input_path, input_table), cfg.input)
-    _cli.log.info("semid-report: sampling")
+    common.log.info("semid-report: sampling")
     x = take_sample(df, dims.pop(), rows, cfg.train.seed, cfg.input.binary_dtype)
     reports, table = [], []
     for i, (name, blob) in enumerate(zip(names, blobs)):
@@ -98,8 +98,8 @@ def compare(spark, cfg, blobs: list, out: str, input_path: str | None = None, in
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    _cli.setup_logging(args.verbose, args.quiet)
-    cfg = _cli.load(args)
+    common.setup_logging(args.verbose, args.quiet)
+    cfg = common.load(args)
     from semid_udf.checkpoint import read_checkpoint
     from semid_udf.session import build_session
 
@@ -113,14 +113,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     for rep in reps:
         print_summary(rep, args.out if len(reps) == 1 else str(Path(rep["plots"][0]).parent))
     if len(reps) > 1:
-        _cli.summary.info("semid-report: comparison of %d checkpoints on the same %d items -> %s/comparison.md "
+        common.summary.info("semid-report: comparison of %d checkpoints on the same %d items -> %s/comparison.md "
                           "(and .json, .png)", len(reps), reps[0]["items"], args.out)
-        _cli.summary.info("%s", Path(args.out, "comparison.md").read_text().rstrip())
+        common.summary.info("%s", Path(args.out, "comparison.md").read_text().rstrip())
     return 0
 
 
 def print_summary(rep: dict, out: str) -> None:
-    s = _cli.summary
+    s = common.summary
     s.info("semid-report: model %s on %d items -> %s/report.json", rep["model_version"], rep["items"], out)
     s.info("  utilisation per level  %s", [round(x["utilisation"], 4) for x in rep["per_level"]])
     s.info("  perplexity per level   %s", [round(x["perplexity"], 1) for x in rep["per_level"]])
@@ -140,7 +140,7 @@ def print_summary(rep: dict, out: str) -> None:
 
 
 def cli() -> None:
-    _cli.exit_on_failure(_cli.run_main(PROG, main, None))
+    common.exit_on_failure(common.run_main(PROG, main, None))
 
 
 if __name__ == "__main__":

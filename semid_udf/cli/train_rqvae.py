@@ -8,15 +8,15 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Sequence
 
-from . import common as _cli
+from . import common
 
 PROG = "semid-train"
 
 
 def parser():
-    p = _cli.base_parser(PROG, "Fit an RQ-VAE on (a sample of) an embedding table and write a checkpoint.")
-    _cli.add_input(p)
-    _cli.add_session(p)
+    p = common.base_parser(PROG, "Fit an RQ-VAE on (a sample of) an embedding table and write a checkpoint.")
+    common.add_input(p)
+    common.add_session(p)
     p.add_argument("--checkpoint", required=True, help="checkpoint directory to write")
     p.add_argument("--model-version", help="explicit model version (default: derived from the weights)")
     return p
@@ -32,7 +32,7 @@ def train(spark, cfg, checkpoint: str, input_path: str | None = None, input_tabl
     from semid_udf.train import fit
 
     df, _ = normalise_frame(read_input(spark, input_path, input_table), cfg.input)
-    _cli.log.info("semid-train: sampling")
+    common.log.info("semid-train: sampling")
     dim = embedding_dim(df, cfg.input.binary_dtype)
     if cfg.model.input_dim and cfg.model.input_dim != dim:
         raise ConfigError(f"model.input_dim: expected {dim}, got {cfg.model.input_dim}")
@@ -45,13 +45,13 @@ def train(spark, cfg, checkpoint: str, input_path: str | None = None, input_tabl
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    _cli.setup_logging(args.verbose, args.quiet)
-    cfg = _cli.load(args)
+    common.setup_logging(args.verbose, args.quiet)
+    cfg = common.load(args)
     from semid_udf.session import build_session
 
     spark = build_session("semid-train", cfg.spark, remote=args.remote)
     version, meta = train(spark, cfg, args.checkpoint, args.input, args.input_table, args.model_version)
-    s = _cli.summary
+    s = common.summary
     s.info("semid-train: checkpoint %s written to %s", version, args.checkpoint)
     s.info("  sample rows %d, %.1f s; utilisation per level %s; unique-ID rate on the sample %s",
            meta["sample_rows"], meta["fit_seconds"], meta["utilisation_per_level"], meta["unique_rate_on_sample"])
@@ -59,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def cli() -> None:
-    _cli.exit_on_failure(_cli.run_main(PROG, main, None))
+    common.exit_on_failure(common.run_main(PROG, main, None))
 
 
 if __name__ == "__main__":
