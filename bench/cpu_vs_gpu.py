@@ -17,9 +17,9 @@ def main() -> None:
     p.add_argument("--rows", type=int, default=200_000)
     p.add_argument("--dim", type=int, default=768)
     a = p.parse_args()
-    from semid_udf.checkpoint import read_checkpoint
+    from semid_udf.model.checkpoint import read_checkpoint
     from semid_udf.config import EncodeConfig, PluginConfig
-    from semid_udf.encode import CodeEncoder
+    from semid_udf.model.encode import CodeEncoder
 
     t = ds.dataset(a.data, format="parquet").head(a.rows)
     x = t.column("embedding").combine_chunks().flatten().to_numpy().reshape(-1, a.dim)

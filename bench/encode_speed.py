@@ -26,9 +26,9 @@ def main() -> int:
     p.add_argument("--rows", type=int, default=60_000)
     p.add_argument("--repeats", type=int, default=3, help="best of this many passes")
     args = p.parse_args()
-    from semid_udf.checkpoint import CheckpointBlob, read_checkpoint
+    from semid_udf.model.checkpoint import CheckpointBlob, read_checkpoint
     from semid_udf.config import EncodeConfig, PluginConfig
-    from semid_udf.encode import CodeEncoder
+    from semid_udf.model.encode import CodeEncoder
 
     blob = read_checkpoint(args.checkpoint)
     x = np.random.default_rng(0).standard_normal((args.rows, int(blob.model["input_dim"])), dtype=np.float32)

@@ -35,7 +35,7 @@ def main() -> None:
     import torch
 
     from semid_udf.config import JobConfig
-    from semid_udf.train import fit
+    from semid_udf.model.train import fit
 
     x = np.load(args.data)[:args.rows]
     cfg = JobConfig()

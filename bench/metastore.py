@@ -25,7 +25,7 @@ def main() -> int:
     from pyspark.sql import types as T
 
     from semid_udf import table as tb
-    from semid_udf.session import build_session
+    from semid_udf.spark.session import build_session
 
     def timed(label, fn):
         t0 = time.perf_counter()

@@ -2,7 +2,7 @@
 
 On real sentence embeddings (``bench/make_data.py``: docstring sentences of the standard
 library and common packages, embedded by all-MiniLM-L6-v2, 384-d). Every method is fitted
-and scored on the same rows with ``semid_udf.quality``:
+and scored on the same rows with ``semid_udf.model.quality``:
 
 - ``rqvae-<grad>``: semid's RQ-VAE with the default model and training config (``fit``),
   codes as inference makes them, for each gradient estimator (straight-through, rotation
@@ -49,12 +49,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from semid_udf.config import OutputConfig  # noqa: E402  (light: no torch)
-from semid_udf.train import BALANCE_EPSILON  # noqa: E402
+from semid_udf.model.train import BALANCE_EPSILON  # noqa: E402
 DATA = ROOT / "bench" / "data" / "minilm.npy"
 OUT = ROOT / "bench" / "out" / "quality"
 log = logging.getLogger("bench.quality")
 
-GRADS = ("ste", "rotation")  # gradient through the quantiser (semid_udf.train.fit's ``grad``)
+GRADS = ("ste", "rotation")  # gradient through the quantiser (semid_udf.model.train.fit's ``grad``)
 # --variants: name -> (model.*, train.*) settings on top of semid's defaults, as --set would give them
 VARIANTS = {
     "rqvae": ({}, {}),
@@ -66,7 +66,7 @@ VARIANTS = {
 
 
 def score(name: str, codes: np.ndarray, x: np.ndarray, fit_s: float, recon: dict, args) -> dict:
-    from semid_udf import quality
+    from semid_udf.model import quality
 
     rep = quality.code_report(codes, 256, x, nn_sample=args.nn_sample, seed=0)
     rep.update(method=name, fit_seconds=round(fit_s, 1), reconstruction=recon, targets=quality.targets(rep))
@@ -90,7 +90,7 @@ def resolve_codes(codes: np.ndarray, cand: np.ndarray, dist: np.ndarray, cap: in
     """``output.collisions=nearest_free`` on a whole table: ``collisions.resolve`` on each code
     prefix (nothing published; item_id = row), as ``semid-assign`` runs it per prefix group.
     Returns the resolved codes and what moved."""
-    from semid_udf.collisions import Item, resolve
+    from semid_udf.model.collisions import Item, resolve
 
     if not (cand[:, 0] == codes[:, -1]).all():
         raise RuntimeError("CodeEncoder.candidates: the first candidate is not the item's own last code")
@@ -125,9 +125,9 @@ def resolve_codes(codes: np.ndarray, cand: np.ndarray, dist: np.ndarray, cap: in
 
 def resolver_rows(name: str, blob, model, x: np.ndarray, fit_s: float, training: dict, args) -> list[dict]:
     """One row per ``--resolve-cap``: the checkpoint's codes resolved by meaning at that cap."""
-    from semid_udf import quality
+    from semid_udf.model import quality
     from semid_udf.config import JobConfig
-    from semid_udf.encode import CodeEncoder
+    from semid_udf.model.encode import CodeEncoder
 
     caps = [int(c) for c in filter(None, args.resolve_cap.split(","))]
     if not caps:
@@ -182,11 +182,11 @@ def run_rqvae(x: np.ndarray, grad: str, args) -> tuple[list[dict], object]:
     ``fit(refine_iters=0)`` then ``refine_codebooks`` is exactly what ``fit`` does by default."""
     import torch
 
-    from semid_udf.checkpoint import read_checkpoint, save_checkpoint
+    from semid_udf.model.checkpoint import read_checkpoint, save_checkpoint
     from semid_udf.config import JobConfig
-    from semid_udf.encode import CodeEncoder
-    from semid_udf.quality import latents, reconstruction
-    from semid_udf.train import REFINE_ITERS, fit, refine_codebooks
+    from semid_udf.model.encode import CodeEncoder
+    from semid_udf.model.quality import latents, reconstruction
+    from semid_udf.model.train import REFINE_ITERS, fit, refine_codebooks
 
     cfg = JobConfig()
     if args.model_beam:
@@ -219,11 +219,11 @@ def run_rqvae(x: np.ndarray, grad: str, args) -> tuple[list[dict], object]:
 def run_variant(x: np.ndarray, name: str, args) -> list[dict]:
     """Fit one of ``VARIANTS`` as ``semid-train`` would (``train.fit``, refinement included),
     score its codes as ``semid-assign`` publishes them, and its resolved rows."""
-    from semid_udf.checkpoint import read_checkpoint, save_checkpoint
+    from semid_udf.model.checkpoint import read_checkpoint, save_checkpoint
     from semid_udf.config import JobConfig
-    from semid_udf.encode import CodeEncoder
-    from semid_udf.quality import reconstruction
-    from semid_udf.train import fit
+    from semid_udf.model.encode import CodeEncoder
+    from semid_udf.model.quality import reconstruction
+    from semid_udf.model.train import fit
 
     if name not in VARIANTS:
         raise SystemExit(f"--variants: expected names among {', '.join(VARIANTS)}; got {name!r}")
@@ -251,8 +251,8 @@ def run_variant(x: np.ndarray, name: str, args) -> list[dict]:
 def run_rkmeans(x: np.ndarray, args) -> dict:
     import torch
 
-    from semid_udf.model import ResidualQuantizer
-    from semid_udf.train import kmeans
+    from semid_udf.model.coder import ResidualQuantizer
+    from semid_udf.model.train import kmeans
 
     gen = torch.Generator().manual_seed(0)
     t0 = time.perf_counter()
@@ -342,13 +342,13 @@ def main() -> None:
     skip = set(filter(None, args.skip.split(",")))
     results, first_model = [], None
     if args.checkpoint:
-        from semid_udf.checkpoint import load_checkpoint
+        from semid_udf.model.checkpoint import load_checkpoint
 
         model, blob = load_checkpoint(args.checkpoint)
         if args.model_beam:  # re-score the same weights at another beam width
             import dataclasses
 
-            from semid_udf.checkpoint import CheckpointBlob
+            from semid_udf.model.checkpoint import CheckpointBlob
 
             config = json.loads(json.dumps(blob.config))
             config["model"]["beam"] = args.model_beam
@@ -360,8 +360,8 @@ def main() -> None:
             from dataclasses import replace
 
             from semid_udf.config import JobConfig
-            from semid_udf.encode import CodeEncoder
-            from semid_udf.quality import reconstruction
+            from semid_udf.model.encode import CodeEncoder
+            from semid_udf.model.quality import reconstruction
 
             cfg = JobConfig()
             codes = CodeEncoder(blob, replace(cfg.encode, threads=args.threads), cfg.plugin)(x)  # as assign does
@@ -379,7 +379,7 @@ def main() -> None:
     if "rkmeans" not in skip:
         results.append(run_rkmeans(x, args))
     if first_model and "faiss_rq_latent" not in skip:
-        from semid_udf.quality import latents
+        from semid_udf.model.quality import latents
 
         variant, model = first_model
         z = latents(model, x)

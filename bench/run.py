@@ -59,9 +59,9 @@ def make_data(path: Path, n: int, dim: int, chunk: int = 100_000) -> None:
 
 
 def make_checkpoint(path: Path, data: Path, dim: int) -> Path:
-    from semid_udf.checkpoint import save_checkpoint
+    from semid_udf.model.checkpoint import save_checkpoint
     from semid_udf.config import ModelConfig, TrainConfig
-    from semid_udf.train import fit
+    from semid_udf.model.train import fit
 
     if (path / "config.json").exists():
         return path
@@ -90,9 +90,9 @@ def read_matrix(data: Path, dim: int, limit: int | None = None) -> tuple[np.ndar
 
 
 def ceiling(data: Path, ck: Path, dim: int, device: str) -> dict:
-    from semid_udf.checkpoint import read_checkpoint
+    from semid_udf.model.checkpoint import read_checkpoint
     from semid_udf.config import EncodeConfig, PluginConfig
-    from semid_udf.encode import CodeEncoder
+    from semid_udf.model.encode import CodeEncoder
 
     cpu0 = time.process_time()  # every thread of this process: pyarrow's readers, torch's threads
     ids, x, read_s = read_matrix(data, dim)
@@ -111,7 +111,7 @@ def origin_baseline(data: Path, ck: Path, dim: int, n: int, out: Path, device: s
     """What evalu/infer.py did, faithfully: per-item copies, a dict of lists, one JSON file."""
     import torch
 
-    from semid_udf.checkpoint import load_checkpoint
+    from semid_udf.model.checkpoint import load_checkpoint
 
     model, _ = load_checkpoint(ck)
     dev = torch.device("cuda" if device == "cuda" else "cpu")

@@ -38,7 +38,7 @@ log = logging.getLogger("bench.udf")
 
 
 def session():
-    from semid_udf.session import build_session
+    from semid_udf.spark.session import build_session
 
     return build_session("bench-udf", {"spark.ui.enabled": "false",
                                        "spark.sql.execution.arrow.maxRecordsPerBatch": "8192"})
@@ -100,9 +100,9 @@ def predict_batch_codes(ck: Path, levels: int):
     def make_predict_fn():
         import numpy as np
 
-        from semid_udf.checkpoint import read_checkpoint
+        from semid_udf.model.checkpoint import read_checkpoint
         from semid_udf.config import EncodeConfig, PluginConfig
-        from semid_udf.encode import CodeEncoder
+        from semid_udf.model.encode import CodeEncoder
 
         enc = CodeEncoder(read_checkpoint(ck), EncodeConfig(), PluginConfig())
 

@@ -14,8 +14,8 @@ The public API (see docs/api.md, "Use it from your own code"):
 
 Importing ``semid_udf`` imports neither pyspark nor torch; the functions load them when used.
 """
-from .config import JobConfig, load_config
-from .errors import (AdapterError, CheckpointError, ConfigError, DiskFullError, InputError, LockError,
+from semid_udf.config import JobConfig, load_config
+from semid_udf.errors import (AdapterError, CheckpointError, ConfigError, DiskFullError, InputError, LockError,
                      MetastoreTimeoutError, ReconcileError, SemidError, UnsafeSettingError)
 
 __version__ = "0.2.0"
@@ -25,8 +25,8 @@ __all__ = ["semantic_codes", "semantic_ids", "SemanticIds", "run_assign", "Check
            "InputError",
            "LockError", "MetastoreTimeoutError", "ReconcileError", "UnsafeSettingError", "__version__"]
 
-_LAZY = {"semantic_codes": "api", "semantic_ids": "api", "SemanticIds": "api", "run_assign": "publish",
-         "Checkpoint": "checkpoint", "read_checkpoint": "checkpoint"}
+_LAZY = {"semantic_codes": "spark.api", "semantic_ids": "spark.api", "SemanticIds": "spark.api",
+         "run_assign": "table.publish", "Checkpoint": "model.checkpoint", "read_checkpoint": "model.checkpoint"}
 
 
 def __getattr__(name: str):

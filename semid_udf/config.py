@@ -14,14 +14,16 @@ from typing import Any, Mapping
 
 import yaml
 
-from .errors import ConfigError
+from semid_udf.errors import ConfigError
 
-LAYOUTS = ("auto", "batch_major", "level_major", "per_item", "per_level", "packed")
+# The code layouts a plugin model may return (semid_udf.model.adapter); plugin.layout also takes "auto".
+LAYOUTS = ("batch_major", "level_major", "per_item", "per_level", "packed")
 DEVICES = ("auto", "cpu", "cuda")
 MODES = ("full", "append")
 COLLISIONS = ("suffix", "nearest_free")
 READERS = ("auto", "arrow", "spark")
-BINARY_DTYPES = ("", "float32", "float16", "float64")
+# The float types a binary embedding column may pack (input.binary_dtype; "" for none).
+BINARY_DTYPES = ("float32", "float16", "float64")
 DISTANCES = ("l2",)
 MODEL_KINDS = ("rqvae", "rqkmeans")
 KMEANS_BALANCE = ("none", "last", "all")
@@ -118,7 +120,7 @@ class PluginConfig:
     output: str = ""  # element of a tuple/list (an index) or dict (a key) holding the codes
 
     def validate(self) -> None:
-        _choice("plugin.layout", self.layout, LAYOUTS)
+        _choice("plugin.layout", self.layout, ("auto", *LAYOUTS))
         if self.factory and ":" not in self.factory:
             raise ConfigError(f"plugin.factory: expected 'module:callable', got {self.factory!r}")
 
@@ -137,7 +139,7 @@ class InputConfig:
 
     def validate(self) -> None:
         _choice("input.reader", self.reader, READERS)
-        _choice("input.binary_dtype", self.binary_dtype, BINARY_DTYPES)
+        _choice("input.binary_dtype", self.binary_dtype, ("", *BINARY_DTYPES))
         if self.files_per_trigger < 0:
             raise ConfigError(f"input.files_per_trigger: expected >= 0, got {self.files_per_trigger}")
         if not self.id_col or not self.embedding_col:

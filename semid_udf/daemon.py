@@ -9,7 +9,7 @@ and pyarrow (whose allocator starts a background thread at import) is left to th
 import os
 
 # numpy's OpenBLAS would start its thread pool at import, in the process that forks;
-# the workers set their own thread counts (semid_udf.encode.set_numerics).
+# the workers set their own thread counts (semid_udf.model.encode.set_numerics).
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy  # noqa: E402,F401

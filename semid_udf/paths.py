@@ -20,7 +20,7 @@ import os
 import re
 from urllib.parse import unquote, urlsplit
 
-from .errors import ConfigError
+from semid_udf.errors import ConfigError
 
 # A scheme has two characters or more, so a Windows drive letter (C:) stays a path.
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):")

@@ -36,9 +36,9 @@ def clustered(n: int, dim: int, seed: int = 0, centers: int = 40) -> np.ndarray:
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """A small trained model: 16-d input, 3 levels x 16 codes."""
-    from semid_udf.checkpoint import save_checkpoint
+    from semid_udf.model.checkpoint import save_checkpoint
     from semid_udf.config import ModelConfig, TrainConfig
-    from semid_udf.train import fit
+    from semid_udf.model.train import fit
 
     x = clustered(3000, 16, seed=1)
     model, meta = fit(x, ModelConfig(hidden_dims=(32,), latent_dim=8, levels=3, codebook_size=16),
@@ -50,7 +50,7 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_blob(tiny_checkpoint):
-    from semid_udf.checkpoint import read_checkpoint
+    from semid_udf.model.checkpoint import read_checkpoint
 
     return read_checkpoint(tiny_checkpoint)
 
@@ -60,7 +60,7 @@ def spark(tmp_path_factory):
     """The one SparkSession of the test run: local[2] with 3 attempts per task, UI off."""
     from pyspark.sql import SparkSession
 
-    from semid_udf.session import prepare_session
+    from semid_udf.spark.session import prepare_session
 
     base = tmp_path_factory.mktemp("spark")
     wh = base / "warehouse"

@@ -11,8 +11,8 @@ import signal
 
 from pyspark import TaskContext
 
-from semid_udf.checkpoint import model_config_from_dict
-from semid_udf.model import RQVAE
+from semid_udf.model.checkpoint import model_config_from_dict
+from semid_udf.model.coder import RQVAE
 
 PROPERTY = "semid.test.fault"
 MARKER = "semid-test-slow-encoding-started"

@@ -1,6 +1,7 @@
 """Small helpers for the few Spark tests (input files, reading tables back)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -55,3 +56,11 @@ def published_files(wh: Path, table: str, model_version: str | None = None) -> d
     files = committed_files(wh / f"{db}.db", name, model_version)
     t = ds.dataset([str(f) for f in files], format="parquet", partitioning="hive").to_table()
     return t.drop_columns([c for c in ("run_id",) if c in t.column_names]).sort_by("item_id").to_pydict()
+
+
+def failpoint(label: str) -> dict[str, str]:
+    """The environment that makes a semid process pause at the first stage whose label starts
+    with ``label`` (tests/failpoint/sitecustomize.py), to be killed there."""
+    here = str(Path(__file__).resolve().parent / "failpoint")
+    path = os.environ.get("PYTHONPATH")
+    return {"SEMID_FAILPOINT": label, "PYTHONPATH": here + (os.pathsep + path if path else "")}

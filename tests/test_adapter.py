@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from semid_udf.adapter import detect_layout, select_output, to_code_matrix
+from semid_udf.model.adapter import detect_layout, select_output, to_code_matrix
 from semid_udf.errors import AdapterError, AmbiguousLayoutError, CodeValueError
 
 B, L, K = 6, 4, 256

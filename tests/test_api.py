@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from semid_udf import read_checkpoint, semantic_codes, semantic_ids
-from semid_udf.publish import run_assign
+from semid_udf.table.publish import run_assign
 
 from .conftest import ROOT, clustered
 from .spark_helpers import config, published_files, write_input
@@ -134,7 +134,7 @@ def test_model_is_built_once_per_python_worker(spark, tiny_blob):
 
         from pyspark import TaskContext
 
-        from semid_udf import arrow as sa
+        from semid_udf.worker import arrow as sa
 
         n = len(ids)
         return pa.StructArray.from_arrays(

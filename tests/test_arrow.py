@@ -4,9 +4,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from semid_udf.arrow import codes_struct, embedding_hash, encode_batch
+from semid_udf.worker.arrow import codes_struct, embedding_hash, encode_batch
 from semid_udf.config import EncodeConfig, PluginConfig
-from semid_udf.encode import CodeEncoder
+from semid_udf.model.encode import CodeEncoder
 from semid_udf.errors import InputError
 
 from .conftest import clustered

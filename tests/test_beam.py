@@ -5,10 +5,10 @@ import json
 import numpy as np
 import torch
 
-from semid_udf.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from semid_udf.model.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from semid_udf.config import EncodeConfig, ModelConfig, PluginConfig
-from semid_udf.encode import CodeEncoder
-from semid_udf.model import RQVAE, ResidualQuantizer
+from semid_udf.model.encode import CodeEncoder
+from semid_udf.model.coder import RQVAE, ResidualQuantizer
 
 from .conftest import clustered
 
@@ -71,7 +71,7 @@ def test_beam_is_saved_with_the_model_and_old_checkpoints_stay_greedy(tmp_path):
     save_checkpoint(model, greedy, tmp_path / "old")
     conf = json.loads((tmp_path / "old" / "config.json").read_text())
     del conf["model"]["beam"]
-    from semid_udf.checkpoint import version_of
+    from semid_udf.model.checkpoint import version_of
 
     conf["model_version"] = version_of(conf["model"], read_checkpoint(tmp_path / "old").tensors())
     (tmp_path / "old" / "config.json").write_text(json.dumps(conf))

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from semid_udf.errors import ReconcileError
-from semid_udf.ids import bins_from_suffix_counts, bucket_shifts
-from semid_udf.ids import size_bin as _size_bin
+from semid_udf.spark.ids import bins_from_suffix_counts, bucket_shifts
+from semid_udf.model.quality import size_bin as _size_bin
 
 
 def pack(codes: np.ndarray, shifts: list[int]) -> np.ndarray:

@@ -5,10 +5,10 @@ import pickle
 import pytest
 import torch
 
-from semid_udf.checkpoint import build_model, load_checkpoint, read_checkpoint, save_checkpoint
+from semid_udf.model.checkpoint import build_model, load_checkpoint, read_checkpoint, save_checkpoint
 from semid_udf.config import ModelConfig
 from semid_udf.errors import CheckpointError
-from semid_udf.model import RQVAE
+from semid_udf.model.coder import RQVAE
 
 from .conftest import clustered, tampered_copy
 

@@ -35,7 +35,7 @@ def test_console_script_and_spark_submit_agree(tiny_checkpoint, tmp_path):
     assert published_files(tmp_path / "wh1", "cli.sids") == published_files(tmp_path / "wh2", "cli.sids")
 
     lookup = (
-        "import sys; from semid_udf.session import build_session; "
+        "import sys; from semid_udf.spark.session import build_session; "
         f"s = build_session('lookup', {{}}, {str(tmp_path / 'wh1')!r}); "
         "r = s.sql('SELECT semantic_id FROM cli.sids WHERE item_id = 123').collect(); "
         "sys.stdout.write('FOUND ' + ','.join(x.semantic_id for x in r) + chr(10))"

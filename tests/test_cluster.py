@@ -118,7 +118,7 @@ def test_an_imported_model_ships_to_the_executors_with_py_files(cluster, tmp_pat
     import numpy as np
     import torch
 
-    from semid_udf.importer import import_rqvae, read_sample
+    from semid_udf.model.importer import import_rqvae, read_sample
 
     from .test_import_e2e import published_ids
 

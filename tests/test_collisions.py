@@ -7,9 +7,9 @@ import random
 
 import pytest
 
-from semid_udf.collisions import Item, resolve
+from semid_udf.model.collisions import Item, resolve
 from semid_udf.config import EncodeConfig, PluginConfig
-from semid_udf.encode import CodeEncoder
+from semid_udf.model.encode import CodeEncoder
 from semid_udf.errors import ConfigError
 
 from .conftest import clustered
@@ -108,7 +108,7 @@ def test_nearest_free_in_spark_whatever_the_partitioning(spark, tiny_blob, neare
 
 
 def test_append_keeps_published_ids_and_the_manifest_reports_the_moves(spark, tiny_blob, nearest_cfg, tmp_path):
-    from semid_udf.publish import run_assign
+    from semid_udf.table.publish import run_assign
 
     from .spark_helpers import table_rows, write_input
 

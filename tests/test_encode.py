@@ -3,11 +3,11 @@ import numpy as np
 import pytest
 import torch
 
-from semid_udf.checkpoint import build_model
+from semid_udf.model.checkpoint import build_model
 from semid_udf.config import EncodeConfig, PluginConfig
-from semid_udf.encode import CodeEncoder, resolve_device
+from semid_udf.model.encode import CodeEncoder, resolve_device
 from semid_udf.errors import ConfigError, InputError
-from semid_udf.model import ResidualQuantizer
+from semid_udf.model.coder import ResidualQuantizer
 
 from .conftest import clustered
 
@@ -83,7 +83,7 @@ def make_plugin(config, tensors):
 
 
 def test_a_users_own_model_through_the_adapter(tiny_blob, monkeypatch):
-    from semid_udf.checkpoint import CheckpointBlob
+    from semid_udf.model.checkpoint import CheckpointBlob
 
     cfg = dict(tiny_blob.config, model=dict(tiny_blob.model, input_dim=2, levels=2, codebook_size=4))
     blob = CheckpointBlob(config=cfg, weights=tiny_blob.weights)

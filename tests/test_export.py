@@ -9,9 +9,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from semid_udf.catalog import TableName
-from semid_udf.export import export
-from semid_udf.publish import run_assign
+from semid_udf.table.catalog import TableName
+from semid_udf.table.export import export
+from semid_udf.table.publish import run_assign
 
 from .conftest import clustered
 from .spark_helpers import config, published_files, write_input
@@ -118,7 +118,7 @@ def test_export_errors_name_what_the_user_typed(spark, exported, tmp_path):
 
 
 def test_a_reexport_cut_short_in_its_clean_up_leaves_no_manifest_beside_deleted_files(spark, exported, monkeypatch):
-    import semid_udf.files as files_mod
+    import semid_udf.spark.files as files_mod
 
     root, res, m, table = exported
     out = root / "reexport"

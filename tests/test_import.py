@@ -16,11 +16,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from semid_udf.checkpoint import read_checkpoint
+from semid_udf.model.checkpoint import read_checkpoint
 from semid_udf.config import EncodeConfig, PluginConfig
-from semid_udf.encode import CodeEncoder, effective_plugin, load_plugin
+from semid_udf.model.encode import CodeEncoder, effective_plugin, load_plugin
 from semid_udf.errors import AdapterError, CheckpointError, CodeValueError, ConfigError, InputError
-from semid_udf.importer import (Sample, import_rqvae, load_weights, normal_sample, probe_batch_sizes,
+from semid_udf.model.importer import (Sample, import_rqvae, load_weights, normal_sample, probe_batch_sizes,
                                 read_sample)
 
 from .conftest import ROOT
@@ -384,7 +384,8 @@ def test_read_sample_leaves_out_rows_the_job_rejects_and_counts_them(tmp_path):
     pq.write_table(pa.table({"item_id": pa.array(ids, pa.int64()), "embedding": pa.array(rows, pa.list_(pa.float32()))}),
                    d / "part-0.parquet")
     s = read_sample(d, D, rows=90)
-    assert s.skipped == {"null_embedding": 1, "wrong_length": 1, "null_item_id": 1, "null_element_or_non_finite": 2}
+    # the job's own reasons (the rejects table's), counted as the job counts them
+    assert s.skipped == {"non_finite": 1, "null_element": 1, "null_embedding": 1, "null_item_id": 1, "wrong_length": 1}
     assert s.ids == list(range(5, 95))
     np.testing.assert_array_equal(s.x, x[5:95])
 
@@ -393,7 +394,8 @@ def test_read_sample_errors_name_columns_and_lengths(tmp_path):
     p = write_sample(tmp_path / "s.parquet", fresh(100))
     with pytest.raises(InputError, match=r"column\(s\) \['vec'\] missing; columns: \['item_id', 'embedding'\]"):
         read_sample(p, D, embedding_col="vec")
-    with pytest.raises(InputError, match=r"embedding length expected 9, got lengths \[8\]"):
+    with pytest.raises(InputError, match=r"no usable row of 100 read \(left out by reason: \{'wrong_length': 100\}\); "
+                                         r"e.g. row 0: embedding: expected length 9, got 8"):
         read_sample(p, 9)
     with pytest.raises(InputError, match="expected at least 64 usable rows, got 10"):
         read_sample(write_sample(tmp_path / "small.parquet", fresh(10)), D)
@@ -417,7 +419,7 @@ def test_effective_plugin_uses_the_recorded_section_and_refuses_contradictions(s
 
 
 def read_checkpoint_of_semid():
-    from semid_udf.checkpoint import CheckpointBlob
+    from semid_udf.model.checkpoint import CheckpointBlob
 
     return CheckpointBlob(config={"model": {}, "model_version": "x"}, weights=b"")
 

@@ -39,7 +39,7 @@ def test_inference_modules_draw_no_random_numbers(module):
 
 
 def test_training_draws_only_from_its_seeded_generator():
-    draws = [c for c in calls("train") if name(c) in RANDOM - {"manual_seed", "Generator"}]
+    draws = [c for c in calls("model/train") if name(c) in RANDOM - {"manual_seed", "Generator"}]
     assert draws, "expected training's seeded draws (k-means++, dead codes, epoch order)"
     for c in draws:
         assert any(k.arg == "generator" for k in c.keywords), f"train.py line {c.lineno}: {name(c)} without generator="

@@ -59,8 +59,8 @@ def output_rows(warehouse: Path, db: str, name: str) -> dict:
 def test_wheel_in_a_fresh_venv_runs_semid_assign(packed, small_input, tiny_checkpoint, tmp_path):
     venv = packed / "semid-env"
     py = venv / "bin" / "python"
-    probe = ("import sys, semid_udf.cli.assign_semantic_ids, semid_udf.arrow; "
-             "print(semid_udf.arrow.__file__); print(semid_udf.cli.assign_semantic_ids.__file__); "
+    probe = ("import sys, semid_udf.cli.assign_semantic_ids, semid_udf.worker.arrow; "
+             "print(semid_udf.worker.arrow.__file__); print(semid_udf.cli.assign_semantic_ids.__file__); "
              "print('\\n'.join(sys.path))")
     p = subprocess.run([str(py), "-c", probe], capture_output=True, text=True, env=clean_env(), cwd=tmp_path,
                        timeout=120)

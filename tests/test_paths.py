@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from semid_udf.publish import check_paths
+from semid_udf.table.publish import check_paths
 from semid_udf.errors import UnsafeSettingError
 
 from .conftest import ROOT, tampered_copy

@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from semid_udf.checkpoint import read_checkpoint, save_checkpoint
+from semid_udf.model.checkpoint import read_checkpoint, save_checkpoint
 from semid_udf.config import ModelConfig, TrainConfig
 from semid_udf.errors import CheckpointError, ConfigError, LockError, ReconcileError
-from semid_udf.publish import run_assign
-from semid_udf.train import fit
+from semid_udf.table.publish import run_assign
+from semid_udf.model.train import fit
 
 from .conftest import ROOT, clustered
-from .spark_helpers import config, published_files, table_rows, write_input
+from .spark_helpers import config, failpoint, published_files, table_rows, write_input
 
 BIN = Path(sys.executable).parent
 
@@ -62,7 +62,7 @@ def read_views(wh: Path, table: str) -> dict:
     """The table, its _latest view and its _versions view, from a new process and session."""
     code = f"""
 import json, sys
-from semid_udf.session import build_session
+from semid_udf.spark.session import build_session
 s = build_session("reader", {{"spark.ui.enabled": "false"}}, {str(wh)!r})
 t = sorted((r.item_id, r.semantic_id) for r in s.table({table!r}).collect())
 latest = sorted((r.item_id, r.semantic_id) for r in s.table({table + '_latest'!r}).collect())
@@ -150,12 +150,12 @@ def test_kills_at_every_step_boundary_leave_exactly_the_last_commit(connect_url,
         assert {v["status"] for v in views["versions"]} == {status}
 
     for k, point in enumerate(BEFORE_COMMIT):
-        p = start(["--input", str(b), *base], wh, f"kill{k}", remote=connect_url, SEMID_FAILPOINT=point)
+        p = start(["--input", str(b), *base], wh, f"kill{k}", remote=connect_url, **failpoint(point))
         wait_for(p, f"failpoint: paused at {point}")
         kill(p)
         check(state_a["table"], "partial")
     p = start(["--input", str(b), *base], wh, "after", remote=connect_url,
-              SEMID_FAILPOINT="removing what no commit uses")
+              **failpoint("removing what no commit uses"))
     wait_for(p, "failpoint: paused at removing")
     kill(p)  # after the commit, before the clean-up
     state_b = connect_views(connect_url, "kc.ids")
@@ -192,14 +192,14 @@ def test_a_reconcile_error_keeps_the_last_commit(spark, tiny_blob, two_inputs, t
     wh = str(tmp_path / "wh")
     ok = run_assign(spark, config(), tiny_blob, table="rec.ids", input_path=str(a), warehouse=wh)
     before = table_rows(spark, "rec.ids", ok.model_version)
-    import semid_udf.publish as pub
+    from semid_udf.table.commit import Publication
 
-    real = pub._write_segment
+    real = Publication._write_segment
 
-    def short(spark_, qname, version, run_id, df, timeout):  # lose a row on the way: the counts cannot reconcile
-        return real(spark_, qname, version, run_id, df.limit(299) if "_data" in qname else df, timeout)
+    def short(self, qname, df):  # lose a row on the way: the counts cannot reconcile
+        return real(self, qname, df.limit(299) if "_data" in qname else df)
 
-    monkeypatch.setattr(pub, "_write_segment", short)
+    monkeypatch.setattr(Publication, "_write_segment", short)
     with pytest.raises(ReconcileError, match="counts: expected rows_in 300"):
         run_assign(spark, config(), tiny_blob, table="rec.ids", input_path=str(b), warehouse=wh)
     import pandas as pd
@@ -295,8 +295,8 @@ def test_a_warehouse_path_with_spaces_and_mixed_case_names(spark, tiny_blob, two
 
 
 def test_a_second_writer_of_a_version_waits_then_fails_naming_the_holder(spark, tiny_blob, two_inputs, tmp_path):
-    from semid_udf.catalog import TableName, ensure_database
-    from semid_udf.locks import VersionLock
+    from semid_udf.table.catalog import TableName, ensure_database
+    from semid_udf.table.locks import VersionLock
 
     root, a, b = two_inputs
     wh = str(tmp_path / "wh")
@@ -327,7 +327,7 @@ def test_two_processes_on_one_warehouse(tiny_checkpoint, two_inputs, tmp_path):
     root, a, b = two_inputs
     wh = tmp_path / "wh"
     base = ["--checkpoint", str(tiny_checkpoint), "--table", "two.ids", "--set", "encode.micro_batch=64"]
-    first = start(["--input", str(a), *base], wh, "first", SEMID_FAILPOINT="encoding: validating")
+    first = start(["--input", str(a), *base], wh, "first", **failpoint("encoding: validating"))
     wait_for(first, "failpoint: paused at encoding")
     t = time.monotonic()
     second = start(["--input", str(b), *base, "--set", "output.lock_wait_s=3"], wh, "second")
@@ -392,7 +392,7 @@ def test_external_tables_at_a_location_outside_the_warehouse_with_a_three_part_n
 
 
 def test_table_names_are_parsed_and_normalised():
-    from semid_udf.catalog import TableName
+    from semid_udf.table.catalog import TableName
 
     assert TableName.parse("Main.RecSys.SIDs") == TableName("main", "recsys", "sids")
     assert TableName.parse("recsys.sids").q("_data") == "`recsys`.`sids_data`"
@@ -440,7 +440,7 @@ def test_a_row_left_between_a_task_commit_and_its_job_commit_never_becomes_a_com
 
 
 def test_the_views_pick_one_commit_when_two_complete_rows_share_a_seq(spark, tiny_blob, two_inputs, tmp_path):
-    from semid_udf import catalog as ct
+    from semid_udf.table import catalog as ct
 
     root, a, b = two_inputs
     wh = tmp_path / "wh"
@@ -464,8 +464,8 @@ def test_a_stuck_metastore_cannot_hold_the_run_past_its_bounds(spark, tiny_blob,
     bounded, the lock's release and the failed run's record too."""
     import threading
 
-    import semid_udf.catalog as ct
-    import semid_udf.locks as locks
+    import semid_udf.table.catalog as ct
+    import semid_udf.table.locks as locks
     from semid_udf.errors import MetastoreTimeoutError
 
     root, a, b = two_inputs

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from semid_udf import quality
+from semid_udf.model import quality
 
 # 6 items, 2 levels, K = 4. Tuples: (0,1) x2, (0,2), (3,2) x3.
 CODES = np.array([[0, 1], [0, 1], [0, 2], [3, 2], [3, 2], [3, 2]])
@@ -100,8 +100,8 @@ def test_coherence_counts_neighbours_sharing_the_prefix():
 
 
 def test_report_of_a_checkpoint_writes_json_and_plots(tiny_checkpoint, tmp_path):
-    from semid_udf.checkpoint import load_checkpoint
-    from semid_udf.encode import encode_array
+    from semid_udf.model.checkpoint import load_checkpoint
+    from semid_udf.model.encode import encode_array
 
     from .conftest import clustered
 

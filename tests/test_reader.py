@@ -6,7 +6,7 @@ import pytest
 
 from semid_udf.errors import InputError
 from semid_udf.paths import is_local
-from semid_udf.reader import plan_input, read_unit
+from semid_udf.worker.reader import plan_input, read_unit
 
 
 def write(path, ids, emb_type=pa.list_(pa.float32()), id_type=pa.int64(), dim=4, row_group_size=None, seed=0):
@@ -20,7 +20,7 @@ def write(path, ids, emb_type=pa.list_(pa.float32()), id_type=pa.int64(), dim=4,
 
 def read_all(plan, batch=7, dim=None):
     """Every row the plan's units give, the vectors as the encode step reads them (float32)."""
-    from semid_udf.arrow import RowChecks, embedding_rows
+    from semid_udf.vectors import RowChecks, embedding_rows
 
     ids, vecs = [], []
     for unit in plan.units:
@@ -83,7 +83,7 @@ def test_other_list_types_give_their_float32_values(tmp_path, emb_type):
 
 
 def test_double_overflow_becomes_inf_like_spark_and_is_rejected(tmp_path):
-    from semid_udf.arrow import RowChecks, embedding_rows
+    from semid_udf.vectors import RowChecks, embedding_rows
 
     pq.write_table(pa.table({"item_id": [1], "embedding": pa.array([[1e300, 0.5]], pa.list_(pa.float64()))}),
                    tmp_path / "a.parquet")

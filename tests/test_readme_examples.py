@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from semid_udf.publish import run_assign
+from semid_udf.table.publish import run_assign
 
 from .conftest import ROOT, clustered
 from .spark_helpers import config, write_input

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from semid_udf.checkpoint import build_model, read_checkpoint, save_checkpoint, version_of
+from semid_udf.model.checkpoint import build_model, read_checkpoint, save_checkpoint, version_of
 from semid_udf.config import EncodeConfig, ModelConfig, PluginConfig, TrainConfig
-from semid_udf.encode import CodeEncoder
+from semid_udf.model.encode import CodeEncoder
 from semid_udf.errors import CheckpointError, ConfigError
-from semid_udf.train import capped_assign, fit, level_cap
+from semid_udf.model.train import capped_assign, fit, level_cap
 
 from .conftest import clustered
 
@@ -96,7 +96,7 @@ def test_weights_of_another_kind_are_refused_with_what_does_not_fit(km_checkpoin
     blob = read_checkpoint(km_checkpoint)
     config = json.loads(json.dumps(blob.config))
     del config["model"]["kind"]  # the same codebooks declared as an RQ-VAE
-    from semid_udf.checkpoint import CheckpointBlob
+    from semid_udf.model.checkpoint import CheckpointBlob
 
     with pytest.raises(CheckpointError, match=r"missing \['decoder.0.bias'.*unexpected \[\]"):
         build_model(CheckpointBlob(config=config, weights=blob.weights))

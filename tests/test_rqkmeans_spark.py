@@ -1,6 +1,6 @@
 """model.kind=rqkmeans through what users run: the job publishes it, the UDF gives the job's
 codes, semid-export reads its table, and semid-report compares it with an RQ-VAE on one
-sample with the very figures semid_udf.quality gives for the same codes."""
+sample with the very figures semid_udf.model.quality gives for the same codes."""
 from __future__ import annotations
 
 import json
@@ -8,16 +8,18 @@ import json
 import numpy as np
 import pytest
 
-from semid_udf import quality, read_checkpoint, semantic_codes
-from semid_udf.catalog import TableName
-from semid_udf.checkpoint import build_model, save_checkpoint
+from semid_udf import read_checkpoint, semantic_codes
+
+from semid_udf.model import quality
+from semid_udf.table.catalog import TableName
+from semid_udf.model.checkpoint import build_model, save_checkpoint
 from semid_udf.config import EncodeConfig, ModelConfig, PluginConfig, TrainConfig
-from semid_udf.encode import CodeEncoder
-from semid_udf.export import export
-from semid_udf.inputs import normalise_frame, read_input
-from semid_udf.publish import run_assign
-from semid_udf.sample import take_sample
-from semid_udf.train import fit
+from semid_udf.model.encode import CodeEncoder
+from semid_udf.table.export import export
+from semid_udf.spark.inputs import normalise_frame, read_input
+from semid_udf.table.publish import run_assign
+from semid_udf.spark.sample import take_sample
+from semid_udf.model.train import fit
 
 from .conftest import clustered
 from .spark_helpers import config, published_files, write_input
@@ -74,7 +76,7 @@ def test_report_compares_checkpoints_with_qualitys_own_figures(spark, km, tiny_c
     assert len(md) == 4 and md[2].startswith("| A | rqvae |") and md[3].startswith("| B | rqkmeans |")
     assert (out / "comparison.png").read_bytes()[:4] == b"\x89PNG"
 
-    # the same sample as the job's report takes, scored directly with semid_udf.quality
+    # the same sample as the job's report takes, scored directly with semid_udf.model.quality
     df, _ = normalise_frame(read_input(spark, str(inp), None), cfg.input)
     x = take_sample(df, 16, N, cfg.train.seed)
     for row, b in zip(table["rows"], blobs):

@@ -6,10 +6,10 @@ import pandas as pd
 import pytest
 
 from semid_udf.config import EncodeConfig, PluginConfig
-from semid_udf.encode import CodeEncoder
+from semid_udf.model.encode import CodeEncoder
 from semid_udf.errors import InputError
-from semid_udf.ids import bucket_shifts, bucket_stats, with_suffix
-from semid_udf.publish import run_assign
+from semid_udf.spark.ids import bucket_shifts, bucket_stats, with_suffix
+from semid_udf.table.publish import run_assign
 
 from .conftest import clustered
 from .spark_helpers import config, table_rows, write_input

@@ -9,12 +9,13 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from semid_udf.api import session_conf
-from semid_udf.publish import Background, run_assign
-from semid_udf.checkpoint import read_checkpoint, save_checkpoint
+from semid_udf.spark.api import session_conf
+from semid_udf.table.concurrency import Background
+from semid_udf.table.publish import run_assign
+from semid_udf.model.checkpoint import read_checkpoint, save_checkpoint
 from semid_udf.config import ModelConfig, TrainConfig
 from semid_udf.errors import UnsafeSettingError
-from semid_udf.train import fit
+from semid_udf.model.train import fit
 
 from . import faults
 from .conftest import ROOT, clustered

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from semid_udf.errors import LockError
-from semid_udf.publish import run_assign
-from semid_udf.stream import run_stream
+from semid_udf.table.publish import run_assign
+from semid_udf.table.stream import run_stream
 
 from .conftest import ROOT, clustered
-from .spark_helpers import config, published_files, write_input
+from .spark_helpers import config, failpoint, published_files, write_input
 
 BIN = Path(sys.executable).parent
 
@@ -59,7 +59,7 @@ def test_a_killed_and_restarted_stream_equals_one_append_run(spark, tiny_blob, t
     done(assign(["--input", str(day0), *common, "--warehouse", str(wh)], tmp_path, "day0"))
     stream = ["--stream", "--input", str(arriving), "--stream-checkpoint", str(tmp_path / "sc"), *common,
               "--warehouse", str(wh), "--set", "input.files_per_trigger=1"]
-    first = assign(stream, tmp_path, "stream1", SEMID_FAILPOINT="committed micro-batch 1")
+    first = assign(stream, tmp_path, "stream1", **failpoint("committed micro-batch 1"))
     deadline = time.time() + 600
     while "failpoint: paused at committed micro-batch 1" not in first.err_path.read_text():
         assert first.poll() is None and time.time() < deadline, first.err_path.read_text()[-3000:]

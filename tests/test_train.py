@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from semid_udf.checkpoint import save_checkpoint
+from semid_udf.model.checkpoint import save_checkpoint
 from semid_udf.config import ModelConfig, TrainConfig
-from semid_udf.train import fit, utilisation
+from semid_udf.model.train import fit, utilisation
 
 from .conftest import clustered
 
@@ -37,8 +37,8 @@ def test_training_uses_the_codebooks():
 def test_a_collapsed_codebook_is_reseeded_by_training():
     import torch
 
-    from semid_udf.model import RQVAE
-    from semid_udf.train import EmaCodebooks, train_epochs
+    from semid_udf.model.coder import RQVAE
+    from semid_udf.model.train import EmaCodebooks, train_epochs
 
     x = clustered(4000, 12, seed=4, centers=200)
     cfg = TrainConfig(epochs=3, batch_size=128, dead_code_steps=5, seed=2, threads=1)
@@ -60,7 +60,7 @@ def test_a_collapsed_codebook_is_reseeded_by_training():
 def test_rotation_trick_gives_zq_in_value_and_a_gradient_to_z():
     import torch
 
-    from semid_udf.train import rotate_to
+    from semid_udf.model.train import rotate_to
 
     z = torch.randn(5, 4, requires_grad=True)
     zq = torch.randn(5, 4)
@@ -73,7 +73,7 @@ def test_rotation_trick_gives_zq_in_value_and_a_gradient_to_z():
 def test_refinement_never_raises_the_latent_error():
     import torch
 
-    from semid_udf.train import refine_codebooks
+    from semid_udf.model.train import refine_codebooks
 
     x = clustered(3000, 12, seed=9, centers=100)
     model, _ = fit(x, MODEL, TrainConfig(**{**TRAIN.__dict__, "epochs": 1}), refine_iters=0)
@@ -87,7 +87,7 @@ def test_refinement_never_raises_the_latent_error():
 def test_balanced_assignment_spreads_a_skewed_batch_and_keeps_a_balanced_one():
     import torch
 
-    from semid_udf.train import sinkhorn_assign
+    from semid_udf.model.train import sinkhorn_assign
 
     g = torch.Generator().manual_seed(0)
     codes = torch.randn(16, 4, generator=g) * 3
@@ -114,7 +114,7 @@ def test_balanced_last_level_is_deterministic_and_spreads_the_last_codebook(tmp_
     after the refinement (k-means on the final latents) the difference mostly vanishes."""
     import torch
 
-    from semid_udf import quality
+    from semid_udf.model import quality
 
     cfg = ModelConfig(**{**MODEL.__dict__, "input_dim": 12})
     for seed in range(3):

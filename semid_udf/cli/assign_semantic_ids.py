@@ -45,16 +45,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.location:
         args.overrides.append(f"output.location={args.location}")
     cfg = common.load(args)
-    from semid_udf.checkpoint import read_checkpoint
+    from semid_udf.model.checkpoint import read_checkpoint
 
     ckpt = read_checkpoint(args.checkpoint)  # digest checked before any Spark work
-    from semid_udf.publish import check_paths
+    from semid_udf.table.publish import check_paths
 
     check_paths(args.input, args.checkpoint, args.warehouse, args.table, cfg.output.location or None)
 
     from semid_udf.errors import ConfigError
-    from semid_udf.publish import new_run_id, run_assign
-    from semid_udf.session import build_session
+    from semid_udf.table.commit import new_run_id
+    from semid_udf.table.publish import run_assign
+    from semid_udf.spark.session import build_session
 
     if args.stream and (not args.stream_checkpoint or args.mode):
         raise ConfigError("--stream: expected --stream-checkpoint DIR and no --mode (each micro-batch appends)")
@@ -63,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         spark = build_session(f"semid-assign {ckpt.model_version}", cfg.spark, args.warehouse, args.remote)
         common.ship_py_files(spark, args.py_files)
         if args.stream:
-            from semid_udf.stream import run_stream
+            from semid_udf.table.stream import run_stream
 
             runs = run_stream(spark, cfg, ckpt, table=args.table, checkpoint_location=args.stream_checkpoint,
                               input_path=args.input, input_table=args.input_table, warehouse=args.warehouse,

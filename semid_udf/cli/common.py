@@ -44,7 +44,7 @@ def ship_py_files(spark, files: str | None) -> None:
     if not files:
         return
     from semid_udf.errors import ConfigError
-    from semid_udf.files import is_connect
+    from semid_udf.spark.files import is_connect
 
     for f in [x.strip() for x in files.split(",") if x.strip()]:
         path = Path(f).resolve()
@@ -130,8 +130,8 @@ def warehouse_lock(cfg, warehouse: str | None, remote: str | None, run_id: str):
     (one process at a time); a no-op otherwise."""
     import contextlib
 
-    from semid_udf.locks import WarehouseLock
-    from semid_udf.session import embedded_metastore, remote_url
+    from semid_udf.table.locks import WarehouseLock
+    from semid_udf.spark.session import embedded_metastore, remote_url
 
     if embedded_metastore(cfg.spark, warehouse, remote_url(remote)):
         return WarehouseLock(cast(str, warehouse), run_id, cfg.output.lock_wait_s)  # set: embedded_metastore said so

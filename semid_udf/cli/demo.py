@@ -55,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     common.setup_logging(args.verbose, args.quiet)
 
-    from semid_udf.checkpoint import read_checkpoint
+    from semid_udf.model.checkpoint import read_checkpoint
     from semid_udf.config import JobConfig, load_config, merge
 
     cfg = load_config(args.config, args.overrides, base=merge(JobConfig(), DEMO_CONFIG))
@@ -67,8 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     make_catalogue(cat, args.items, args.dim)
 
     from .train_rqvae import train
-    from semid_udf.publish import run_assign
-    from semid_udf.session import build_session
+    from semid_udf.table.publish import run_assign
+    from semid_udf.spark.session import build_session
 
     spark = build_session("semid-demo", cfg.spark, str(wh))
     version, meta = train(spark, cfg, str(ck), input_path=str(cat))

@@ -30,12 +30,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = common.load(args)
     from pathlib import Path
 
-    from semid_udf.catalog import TableName
+    from semid_udf.table.catalog import TableName
     from semid_udf.errors import ConfigError
-    from semid_udf.export import export
+    from semid_udf.table.export import export
     from semid_udf.paths import warehouse_path
-    from semid_udf.publish import new_run_id
-    from semid_udf.session import build_session
+    from semid_udf.table.commit import new_run_id
+    from semid_udf.spark.session import build_session
 
     name = TableName.parse(args.table)
     where = f"the warehouse {args.warehouse}" if args.warehouse else "this session's catalog"

@@ -26,7 +26,7 @@ def parser():
                                      "(default: plugin.factory of --config/--set)")
     p.add_argument("--method", help="the model's method that takes a float32 tensor [batch, input_dim] and returns "
                                     "the codes (default: plugin.method, 'encode')")
-    p.add_argument("--layout", choices=LAYOUTS, help="layout of the codes the method returns (default: plugin.layout, "
+    p.add_argument("--layout", choices=("auto", *LAYOUTS), help="layout of the codes the method returns (default: plugin.layout, "
                                                     "'auto': detected by the probe)")
     p.add_argument("--output", help="index (tuple/list) or key (dict) of the codes in the method's result "
                                     "(default: plugin.output, '': the result itself)")
@@ -48,11 +48,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     common.setup_logging(args.verbose, args.quiet)
     cfg = common.load(args)
-    from semid_udf.importer import import_rqvae, read_sample
+    from semid_udf.model.importer import import_rqvae, read_sample
 
     sample = None
     if args.sample:
-        sample = read_sample(args.sample, args.input_dim, args.sample_rows, cfg.input.id_col, cfg.input.embedding_col)
+        sample = read_sample(args.sample, args.input_dim, args.sample_rows, cfg.input.id_col, cfg.input.embedding_col,
+                             cfg.input.binary_dtype)
     res = import_rqvae(
         args.weights, pick(args.factory, cfg.plugin.factory), args.checkpoint,
         input_dim=args.input_dim, levels=args.levels, codebook_size=args.codebook_size,

@@ -44,13 +44,13 @@ def compare(spark, cfg, blobs: list, out: str, input_path: str | None = None, in
             rows: int = 200_000, nn_sample: int = 20_000, names: list[str] | None = None) -> list[dict]:
     """One sample, every checkpoint scored on it: a report each (``out/report.json`` for one
     checkpoint; ``out/<n>-<version>/`` for several, plus the comparison files)."""
-    from semid_udf import quality
-    from semid_udf.checkpoint import build_model
-    from semid_udf.encode import CodeEncoder, effective_plugin
+    from semid_udf.model import quality
+    from semid_udf.model.checkpoint import build_model
+    from semid_udf.model.encode import CodeEncoder, effective_plugin
     from semid_udf.errors import ConfigError
-    from semid_udf.inputs import normalise_frame, read_input
+    from semid_udf.spark.inputs import normalise_frame, read_input
     from semid_udf.paths import local_path
-    from semid_udf.sample import take_sample
+    from semid_udf.spark.sample import take_sample
 
     if rows <= 1 or nn_sample <= 1:
         raise ConfigError(f"--rows and --nn-sample: expected > 1, got {rows} and {nn_sample}")
@@ -100,8 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     common.setup_logging(args.verbose, args.quiet)
     cfg = common.load(args)
-    from semid_udf.checkpoint import read_checkpoint
-    from semid_udf.session import build_session
+    from semid_udf.model.checkpoint import read_checkpoint
+    from semid_udf.spark.session import build_session
 
     blobs = [read_checkpoint(c) for c in args.checkpoint]  # digests checked before any Spark work
     spark = build_session(f"semid-report {' '.join(b.model_version for b in blobs)}", cfg.spark, remote=args.remote)

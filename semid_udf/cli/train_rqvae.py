@@ -25,11 +25,11 @@ def parser():
 def train(spark, cfg, checkpoint: str, input_path: str | None = None, input_table: str | None = None,
           model_version: str | None = None) -> tuple[str, dict]:
     """Sample with Spark, fit on the driver, save; returns (model version, training metadata)."""
-    from semid_udf.checkpoint import save_checkpoint
+    from semid_udf.model.checkpoint import save_checkpoint
     from semid_udf.errors import ConfigError
-    from semid_udf.sample import embedding_dim, take_sample
-    from semid_udf.inputs import normalise_frame, read_input
-    from semid_udf.train import fit
+    from semid_udf.spark.sample import embedding_dim, take_sample
+    from semid_udf.spark.inputs import normalise_frame, read_input
+    from semid_udf.model.train import fit
 
     df, _ = normalise_frame(read_input(spark, input_path, input_table), cfg.input)
     common.log.info("semid-train: sampling")
@@ -47,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     common.setup_logging(args.verbose, args.quiet)
     cfg = common.load(args)
-    from semid_udf.session import build_session
+    from semid_udf.spark.session import build_session
 
     spark = build_session("semid-train", cfg.spark, remote=args.remote)
     version, meta = train(spark, cfg, args.checkpoint, args.input, args.input_table, args.model_version)

@@ -25,9 +25,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .errors import AdapterError, AmbiguousLayoutError, CodeValueError
-
-LAYOUTS = ("batch_major", "level_major", "per_item", "per_level", "packed")
+from semid_udf.config import LAYOUTS
+from semid_udf.errors import AdapterError, AmbiguousLayoutError, CodeValueError
 
 
 def _to_numpy(x: Any, what: str) -> np.ndarray:

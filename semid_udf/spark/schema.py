@@ -99,4 +99,9 @@ MANIFEST = Schema((
     # the commit: its place in the table's history, the model it binds the version to, and
     # the runs and data files (relative to <name>_data's location) that make up the version
     ("seq", "bigint"), ("model_digest", "string"), ("segments", "array<string>"), ("files", "array<string>"),
+    # a stream's commits: the stream (its checkpoint location and Spark's query id, hashed) and
+    # the micro-batch; null for a batch run. Manifests made before these columns get them added
+    # (their rows read as null; such rows carry the two in details.stream).
+    ("stream_id", "string"), ("batch_id", "bigint"),
 ))
+MANIFEST_ADDED = MANIFEST.columns[-2:]  # added to an existing manifest that lacks them

@@ -24,8 +24,8 @@ from typing import Any, Callable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from . import catalog as ct
-from .files import Files
+from semid_udf.table import catalog as ct
+from semid_udf.spark.files import Files
 
 log = logging.getLogger(__name__)
 

@@ -21,15 +21,16 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterator, cast
+from typing import Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from .errors import InputError
-from .paths import local_path
+from semid_udf.errors import InputError
+from semid_udf.paths import local_path
+from semid_udf.vectors import check_schema
 
 log = logging.getLogger(__name__)
 
@@ -104,92 +105,6 @@ def list_files(fs: pafs.FileSystem, root: str, source: str) -> list[pafs.FileInf
     if not files:
         raise InputError(f"input {source}: expected Parquet files, found none (names starting with _ or . are skipped)")
     return sorted(files, key=lambda f: f.path)
-
-
-def spark_type_name(t: pa.DataType) -> str:
-    """An Arrow type in Spark SQL's words, so both readers' errors read the same."""
-    names = {pa.int8(): "tinyint", pa.int16(): "smallint", pa.int32(): "int", pa.int64(): "bigint",
-             pa.float32(): "float", pa.float64(): "double", pa.string(): "string", pa.large_string(): "string",
-             pa.bool_(): "boolean", pa.binary(): "binary"}
-    if t in names:
-        return names[t]
-    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
-        return f"array<{spark_type_name(t.value_type)}>"
-    return str(t)
-
-
-def is_vector_struct(t: pa.DataType) -> bool:
-    """Spark ML's ``VectorUDT`` as Arrow and Parquet see it: struct<type, size, indices, values>."""
-    return pa.types.is_struct(t) and {t.field(i).name for i in range(t.num_fields)} >= {"type", "size", "indices",
-                                                                                        "values"}
-
-
-def is_list(t: pa.DataType) -> bool:
-    return pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
-
-
-def is_binary(t: pa.DataType) -> bool:
-    return pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t)
-
-
-BINARY_DTYPES = ("float32", "float16", "float64")
-
-
-def embedding_type_error(t: pa.DataType, column: str, binary_dtype: str, cast_double: bool = True) -> str | None:
-    """Why an embedding column of Arrow type ``t`` cannot be read (None when it can)."""
-    if is_vector_struct(t):
-        return None
-    if is_list(t):
-        v = t.value_type
-        if pa.types.is_float32(v) or pa.types.is_float16(v):
-            return None
-        if pa.types.is_float64(v):
-            return None if cast_double else (f"column {column!r}: expected array<float>, got array<double> "
-                                             "(input.cast_double is false)")
-    elif is_binary(t):
-        if binary_dtype in BINARY_DTYPES:
-            return None
-        return (f"column {column!r}: a binary column holds packed floats of a declared type: expected "
-                f"input.binary_dtype one of {', '.join(BINARY_DTYPES)}, got {binary_dtype or 'none'}")
-    return (f"column {column!r}: expected array<float> (or array<double>, array<half>, a Spark ML dense vector, "
-            f"or binary with input.binary_dtype), got {spark_type_name(t)}")
-
-
-def nested_field(schema: pa.Schema, path: str) -> pa.DataType | None:
-    """The type of column ``path`` (dotted for a field of a struct column), or None."""
-    head, *rest = path.split(".")
-    if head not in schema.names:
-        return None
-    t = schema.field(head).type
-    for part in rest:
-        if not pa.types.is_struct(t) or t.get_field_index(part) < 0:
-            return None
-        t = t.field(part).type
-    return t
-
-
-def check_schema(schema: pa.Schema, path: str, id_col: str, emb_col: str, cast_double: bool,
-                 binary_dtype: str = "") -> pa.DataType:
-    """The file's id type (int32, int64 or string), or an error naming file, column, expected, actual."""
-    names = schema.names
-    for col, what in ((id_col, "the item id"), (emb_col, "the embedding")):
-        if nested_field(schema, col) is None:
-            raise InputError(f"column {col!r} ({what}) missing; columns found: {sorted(names)} (file {path})")
-    id_t, emb_t = cast(pa.DataType, nested_field(schema, id_col)), nested_field(schema, emb_col)  # both present (checked above)
-    if pa.types.is_dictionary(id_t):  # a pandas categorical written to Parquet: Spark reads the values
-        id_t = id_t.value_type
-    if id_t in (pa.int8(), pa.int16(), pa.int32(), pa.uint8(), pa.uint16()):
-        id_norm = pa.int32()
-    elif id_t in (pa.int64(), pa.uint32()):  # Spark reads unsigned 32-bit as bigint
-        id_norm = pa.int64()
-    elif pa.types.is_string(id_t) or pa.types.is_large_string(id_t):
-        id_norm = pa.string()
-    else:
-        raise InputError(f"column {id_col!r}: expected bigint, int or string, got {spark_type_name(id_t)} (file {path})")
-    why = embedding_type_error(emb_t, emb_col, binary_dtype, cast_double)
-    if why:
-        raise InputError(f"{why} (file {path})")
-    return id_norm
 
 
 def _footer(fs: pafs.FileSystem, info: pafs.FileInfo) -> pq.FileMetaData:
@@ -285,7 +200,7 @@ def _read_part(plan: InputPlan, part: Part, batch_size: int) -> Iterator[pa.Reco
             if ids.type != plan.id_type:
                 ids = pc.cast(ids, plan.id_type)
             # the embedding as stored (list of float/double/half, vector struct, binary): the
-            # encode step reads every one of these types (semid_udf.arrow)
+            # encode step reads every one of these types (semid_udf.worker.arrow)
             yield pa.RecordBatch.from_arrays([ids, _column(b, plan.emb_col)], names=[ID_COL, EMB_COL])
     if got != part.rows:
         raise InputError(f"input file {part.path}: expected {part.rows} rows in row groups {list(part.row_groups)} "

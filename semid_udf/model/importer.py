@@ -26,9 +26,10 @@ import pickle
 import re
 import time
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence, cast
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -36,11 +37,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from .adapter import LAYOUTS, detect_layout, select_output, to_code_matrix
-from .checkpoint import FORMAT_VERSION, CheckpointBlob, check_safetensors_bytes, read_checkpoint, save_tensors_checkpoint
-from .config import EncodeConfig, PluginConfig
-from .encode import CodeEncoder, build_plugin_model, resolve_device, set_numerics
-from .errors import AdapterError, CheckpointError, CodeValueError, ConfigError, InputError
+from semid_udf.model.adapter import LAYOUTS, detect_layout, select_output, to_code_matrix
+from semid_udf.model.checkpoint import FORMAT_VERSION, CheckpointBlob, check_safetensors_bytes, read_checkpoint, save_tensors_checkpoint
+from semid_udf.config import EncodeConfig, PluginConfig
+from semid_udf.model.encode import CodeEncoder, build_plugin_model, resolve_device, set_numerics
+from semid_udf import vectors
+from semid_udf.model import quality
+from semid_udf.errors import AdapterError, CheckpointError, CodeValueError, ConfigError, InputError
 
 log = logging.getLogger(__name__)
 
@@ -162,14 +165,14 @@ def normal_sample(rows: int, input_dim: int, seed: int = 0) -> Sample:
 
 
 def read_sample(path: str | Path, input_dim: int, rows: int = PROBE_ROWS, id_col: str = "item_id",
-                embedding_col: str = "embedding") -> Sample:
+                embedding_col: str = "embedding", binary_dtype: str = "") -> Sample:
     """The first ``rows`` usable rows of a Parquet file or directory, read with pyarrow.
 
-    Rows the job would reject (null id or embedding, wrong length, null or NaN/Inf
-    elements) are left out, counted by reason and logged.
+    The columns are judged and decoded as the job does (:mod:`semid_udf.vectors`: every
+    embedding type it accepts); rows it would reject are left out, counted by its reasons
+    and logged.
     """
     import pyarrow as pa
-    import pyarrow.compute as pc
     import pyarrow.dataset as ds
 
     _check_rows(rows)
@@ -181,41 +184,27 @@ def read_sample(path: str | Path, input_dim: int, rows: int = PROBE_ROWS, id_col
     missing = [c for c in (id_col, embedding_col) if c not in schema.names]
     if missing:
         raise InputError(f"sample {path}: column(s) {missing} missing; columns: {schema.names}")
-    etype = schema.field(embedding_col).type
-    if not (pa.types.is_list(etype) or pa.types.is_large_list(etype) or pa.types.is_fixed_size_list(etype)) or not (
-            pa.types.is_floating(etype.value_type)):
-        raise InputError(
-            f"sample {path}: column {embedding_col!r}: expected a list of float or double, got {etype}")
+    vectors.id_type(schema.field(id_col).type, id_col, f" (sample {path})")
+    why = vectors.embedding_type_error(schema.field(embedding_col).type, embedding_col, binary_dtype)
+    if why:
+        raise InputError(f"sample {path}: {why}")
     table = dataset.head(rows * 2, columns=[id_col, embedding_col])  # room for rows the job would reject
-    emb = table.column(embedding_col).combine_chunks()
-    ids = table.column(id_col)
-    lengths = pc.fill_null(pc.list_value_length(emb), -1).to_numpy(zero_copy_only=False)
-    null_id = ids.is_null().to_numpy(zero_copy_only=False)
-    null_emb = emb.is_null().to_numpy(zero_copy_only=False)
-    right_len = lengths == input_dim
-    skipped = {"null_item_id": int(null_id.sum()), "null_embedding": int((null_emb & ~null_id).sum()),
-               "wrong_length": int((~null_id & ~null_emb & ~right_len).sum())}
-    keep = ~null_id & ~null_emb & right_len
-    if not keep.any():
-        seen = sorted({int(v) for v in lengths[lengths >= 0]})[:10]
-        raise InputError(
-            f"sample {path}: no usable row: embedding length expected {input_dim}, got lengths {seen} "
-            f"({len(table)} rows read)")
-    mask = pa.array(keep)
-    values = pc.list_flatten(emb.filter(mask)).to_numpy(zero_copy_only=False)
-    x: np.ndarray = np.asarray(values, dtype=np.float64).reshape(-1, input_dim)
-    finite = cast(np.ndarray, np.isfinite(x).all(axis=1))  # a null element reads as NaN
-    skipped["null_element_or_non_finite"] = int((~finite).sum())
-    kept_ids = [v for v, ok in zip(ids.filter(mask).to_pylist(), finite) if ok]
-    x = x[finite].astype(np.float32)[:rows]
-    kept_ids = kept_ids[:rows]
-    skipped = {k: v for k, v in skipped.items() if v}
+    ids = table.column(id_col).combine_chunks()
+    checks = vectors.RowChecks(len(table))
+    checks.flag(vectors.as_mask(ids.is_null()), vectors.Reason.NULL_ITEM_ID, lambda i: f"{id_col} is null")
+    kept, x = vectors.embedding_rows(table.column(embedding_col), input_dim, checks, binary_dtype, embedding_col)
+    skipped = dict(sorted(Counter(r for r in checks.reasons if r is not None).items()))
+    if len(kept) == 0:
+        first = next(i for i, r in enumerate(checks.reasons) if r is not None)
+        raise InputError(f"sample {path}: no usable row of {len(table)} read (left out by reason: {skipped}); e.g. "
+                         f"row {first}: {checks.details[first]}")
     if skipped:
         log.warning("sample %s: left out rows the job would reject: %s", path, skipped)
+    x, kept_ids = x[:rows], ids.take(pa.array(kept[:rows])).to_pylist()
     if len(x) < MIN_PROBE_ROWS:
         raise InputError(f"sample {path}: expected at least {MIN_PROBE_ROWS} usable rows, got {len(x)} "
                          f"(left out: {skipped or 'none'})")
-    return Sample(x=np.ascontiguousarray(x), ids=kept_ids, source=f"{path} (first {len(x)} usable rows)",
+    return Sample(x=np.array(x, dtype=np.float32), ids=kept_ids, source=f"{path} (first {len(x)} usable rows)",
                   skipped=skipped)
 
 
@@ -323,7 +312,7 @@ def _figures(codes: np.ndarray, codebook_size: int, sample: Sample, batches: Seq
              detected: bool, seconds: float) -> dict[str, Any]:
     n, levels = codes.shape
     used = [int(np.unique(codes[:, lv]).size) for lv in range(levels)]
-    _, counts = np.unique(codes, axis=0, return_counts=True)
+    buckets = quality.bucket_stats(codes)
     return {
         "sample": sample.source,
         "rows": int(n),
@@ -334,8 +323,8 @@ def _figures(codes: np.ndarray, codebook_size: int, sample: Sample, batches: Seq
         "layout_detected": bool(detected),
         "codes_used_per_level": used,
         "utilisation_per_level": [round(u / codebook_size, 4) for u in used],
-        "unique_rate": round(len(counts) / n, 4),
-        "largest_bucket": int(counts.max()),
+        "unique_rate": round(buckets["unique_rate"], 4),
+        "largest_bucket": buckets["largest_bucket"],
         "seconds": round(seconds, 3),
     }
 

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 if TYPE_CHECKING:
-    from .model import ResidualCoder
+    from semid_udf.model.coder import ResidualCoder
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +95,31 @@ def items_in_buckets_over(sizes: np.ndarray, size: int) -> int:
     """Items whose bucket holds more than ``size`` items."""
     sizes = np.asarray(sizes, dtype=np.int64)
     return int(sizes[sizes > size].sum())
+
+
+def size_bin(size: int) -> int:
+    """Histogram bin of a bucket size: k for sizes in (2^(k-1), 2^k]."""
+    return max(0, (size - 1).bit_length())
+
+
+def bins_of_sizes(by_size: dict[int, int]) -> dict[int, int]:
+    """Buckets per size bin (:func:`size_bin`) from buckets per exact size."""
+    by_bin: dict[int, int] = {}
+    for size, n in by_size.items():
+        by_bin[size_bin(size)] = by_bin.get(size_bin(size), 0) + n
+    return by_bin
+
+
+def binned_bucket_stats(by_bin: dict[int, int], largest: int, rows: int) -> dict[str, Any]:
+    """The bucket statistics a run publishes (its manifest's ``buckets``), from buckets per size
+    bin: what a table-sized job can count in one pass (its suffixes, or one aggregate)."""
+    buckets = sum(by_bin.values())
+    return {
+        "buckets": buckets,
+        "largest_bucket": largest,
+        "unique_rate_before_suffix": round(buckets / rows, 6) if rows else None,
+        "bucket_size_histogram": {f"<={1 << k}": n for k, n in sorted(by_bin.items()) if n},
+    }
 
 
 def bucket_stats(codes: np.ndarray) -> dict[str, Any]:

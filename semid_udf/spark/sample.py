@@ -16,9 +16,8 @@ import pyarrow.compute as pc
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from .arrow import RowChecks, embedding_rows
-from .errors import InputError
-from .reader import is_binary, is_vector_struct
+from semid_udf.errors import InputError
+from semid_udf.vectors import RowChecks, embedding_rows, is_binary, is_vector_struct
 
 log = logging.getLogger(__name__)
 

@@ -20,10 +20,10 @@ from typing import Any, Callable, Sequence, cast
 import numpy as np
 import torch
 
-from .adapter import select_output, to_code_matrix
-from .checkpoint import CheckpointBlob, build_model
-from .config import EncodeConfig, PluginConfig
-from .errors import CheckpointError, ConfigError, InputError, SemidError
+from semid_udf.model.adapter import select_output, to_code_matrix
+from semid_udf.model.checkpoint import CheckpointBlob, build_model
+from semid_udf.config import EncodeConfig, PluginConfig
+from semid_udf.errors import CheckpointError, ConfigError, InputError, SemidError
 
 log = logging.getLogger(__name__)
 

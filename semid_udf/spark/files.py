@@ -14,7 +14,7 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from .paths import is_local, uri_path
+from semid_udf.paths import is_local, uri_path
 
 log = logging.getLogger(__name__)
 

@@ -43,9 +43,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import ModelConfig, TrainConfig
-from .errors import ConfigError
-from .model import RQVAE, RQKMeans, ResidualCoder, ResidualQuantizer
+from semid_udf.config import ModelConfig, TrainConfig
+from semid_udf.errors import ConfigError
+from semid_udf.model.coder import RQVAE, RQKMeans, ResidualCoder, ResidualQuantizer
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ micro-batch published as an append run (``semid-assign --stream``).
 Per micro-batch (``foreachBatch``): the items of the batch that the model version does not
 have yet get IDs with the append rules (published IDs never move, suffixes continue per
 code tuple; the very first batch of a version that has no commit yet starts it), written
-and committed exactly as a ``semid-assign`` run is (see :mod:`semid_udf.publish`). The
+and committed exactly as a ``semid-assign`` run is (see :mod:`semid_udf.table.publish`). The
 commit's manifest row records the stream (its checkpoint location) and the micro-batch id;
 a micro-batch that Spark replays after a restart (it re-runs the last batch whose end it did
 not record) finds its id committed and changes nothing: exactly once. The stream holds the
@@ -24,15 +24,16 @@ from typing import Any, cast
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from . import catalog as ct
-from .api import as_checkpoint, build, probe
-from .config import JobConfig, to_dict
-from .errors import ConfigError, InputError
-from .files import is_connect
-from .inputs import normalise_frame, read_source
-from .locks import VersionLock
-from .publish import (RunRecord, RunResult, Stages, _clean, check_paths, _committed_rows, _previous_commit, _publish, bounded,
-                      library_versions, model_digest, new_run_id, release_lock, utcnow)
+from semid_udf.table import catalog as ct
+from semid_udf.spark.api import as_checkpoint, build, probe
+from semid_udf.config import JobConfig
+from semid_udf.errors import ConfigError, InputError
+from semid_udf.spark.inputs import normalise_frame, read_source
+from semid_udf.table.locks import VersionLock
+from semid_udf.table.commit import (StreamBatch, bind, lock_version, model_digest, new_run_id, open_publication,
+                                    release_lock)
+from semid_udf.table.concurrency import bounded
+from semid_udf.table.publish import RunResult, Stages, check_paths
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +60,13 @@ def query_id(spark: SparkSession, checkpoint_location: str) -> str:
 
 
 def last_batch(spark: SparkSession, name: ct.TableName, version: str, sid: str) -> int | None:
-    """The highest micro-batch id of stream ``sid`` committed to the version, or None."""
-    row = (ct.manifest(spark, name, version).where(F.col("status") == "complete")
-           .where(F.get_json_object("details", "$.stream.id") == sid)
-           .agg(F.max(F.get_json_object("details", "$.stream.batch_id").cast("long"))).first())
+    """The highest micro-batch id of stream ``sid`` committed to the version, or None. Read from
+    the manifest's ``stream_id`` and ``batch_id`` columns; rows written before those columns
+    existed carry them in ``details`` (``$.stream.id``, ``$.stream.batch_id``)."""
+    stream = F.coalesce(F.col("stream_id"), F.get_json_object("details", "$.stream.id"))
+    batch = F.coalesce(F.col("batch_id"), F.get_json_object("details", "$.stream.batch_id").cast("long"))
+    row = (ct.manifest(spark, name, version).where(F.col("status") == "complete").where(stream == sid)
+           .agg(F.max(batch)).first())
     return None if row is None or row[0] is None else int(row[0])
 
 
@@ -93,18 +97,18 @@ def run_stream(spark: SparkSession, cfg: JobConfig, checkpoint: Any, *, table: s
     _, id_type = normalise_frame(source, cfg.input)  # checks the columns now, before anything is written
     lock_id = f"stream-{stream_id(checkpoint_location, '')}-{new_run_id()}"
     ct.check_catalog(spark, name)
-    bounded("creating the database", timeout, lambda: ct.ensure_database(spark, name, warehouse))
-    lock = VersionLock(spark, name, version, lock_id, cfg.output.lock_wait_s)
-    bounded("taking the writer lock", timeout + cfg.output.lock_wait_s, lock.acquire)
+    lock = lock_version(spark, name, version=version, holder=lock_id, warehouse=warehouse,
+                        wait_s=cfg.output.lock_wait_s, timeout_s=timeout)
     results: list[RunResult] = []
     failed = False
     try:
-        _previous_commit(spark, name, version, digest, "full", timeout)  # the binding, before any batch
+        bind(spark, name, version=version, digest=digest, mode="full", timeout_s=timeout)  # before any batch
         bounded("creating the tables", timeout, lambda: ct.ensure_tables(spark, name, levels, id_type, location))
 
         def batch(df: DataFrame, batch_id: int) -> None:
             qid = query_id(df.sparkSession, checkpoint_location)
-            res = _batch(spark, cfg, ckpt, name, digest, df, batch_id, qid, checkpoint_location, lock, timeout)
+            res = _batch(spark, cfg, ckpt, name, digest, df, batch_id, qid, checkpoint_location, lock, timeout,
+                         location)
             if res is not None:
                 results.append(res)
 
@@ -133,7 +137,8 @@ def run_stream(spark: SparkSession, cfg: JobConfig, checkpoint: Any, *, table: s
 
 
 def _batch(spark: SparkSession, cfg: JobConfig, ckpt: Any, name: ct.TableName, digest: str, df: DataFrame,
-           batch_id: int, qid: str, checkpoint_location: str, lock: VersionLock, timeout: float) -> RunResult | None:
+           batch_id: int, qid: str, checkpoint_location: str, lock: VersionLock, timeout: float,
+           location: str | None) -> RunResult | None:
     version = ckpt.model_version
     sid = stream_id(checkpoint_location, qid)
     done = last_batch(spark, name, version, sid)
@@ -141,44 +146,43 @@ def _batch(spark: SparkSession, cfg: JobConfig, ckpt: Any, name: ct.TableName, d
         log.info("micro-batch %d of stream %s is already committed (up to %d): nothing to do", batch_id, sid, done)
         return None
     return _with_unreadable_files(cfg, f"micro-batch {batch_id}", lambda: _publish_batch(
-        spark, cfg, ckpt, name, digest, df, batch_id, sid, qid, checkpoint_location, lock, timeout))
+        spark, cfg, ckpt, name, digest, df, StreamBatch(sid, batch_id), qid, checkpoint_location, lock, timeout,
+        location))
 
 
 def _publish_batch(spark: SparkSession, cfg: JobConfig, ckpt: Any, name: ct.TableName, digest: str, df: DataFrame,
-                   batch_id: int, sid: str, qid: str, checkpoint_location: str, lock: VersionLock, timeout: float
-                   ) -> RunResult | None:
+                   at: StreamBatch, qid: str, checkpoint_location: str, lock: VersionLock, timeout: float,
+                   location: str | None) -> RunResult | None:
+    """One micro-batch, published with the commit's calls (:mod:`semid_udf.table.commit`) as an
+    append run (or the version's first run)."""
+    batch_id = at.batch_id
     if df.isEmpty():  # the first read of the micro-batch's files
-        log.info("micro-batch %d of stream %s is empty: nothing to do", batch_id, sid)
+        log.info("micro-batch %d of stream %s is empty: nothing to do", batch_id, at.stream_id)
         return None
-    version, levels = ckpt.model_version, int(ckpt.model["levels"])
-    previous = _previous_commit(spark, name, version, digest, "full", timeout)
-    mode = "append" if previous else "full"
-    res = RunResult(run_id=new_run_id(), model_version=version, table=str(name), mode=mode)
+    source = read_source(spark, cfg.input, frame=df)
+    pub = open_publication(spark, name, lock=lock, version=ckpt.model_version, digest=digest, mode=None,
+                           run_id=new_run_id(), id_type=source.id_type, levels=int(ckpt.model["levels"]),
+                           codebook_size=int(ckpt.model["codebook_size"]), location=location, timeout_s=timeout,
+                           stream=at, create_tables=False)
+    res = RunResult(run_id=pub.run_id, model_version=pub.version, table=str(name), mode=pub.mode)
     step = Stages(spark, res)
     t0 = time.perf_counter()
     try:
-        source = read_source(spark, cfg.input, frame=df)
         step(f"micro-batch {batch_id}: encoding")
-        stream = {"id": sid, "batch_id": batch_id, "checkpoint": checkpoint_location, "query_id": qid}
-        base_row = {"run_id": res.run_id, "model_version": version, "mode": mode, "started_at": utcnow(),
-                    "model_digest": digest}
-        with RunRecord(spark, name, base_row, timeout) as record:
-            ids = build(spark, source, ckpt, cfg, existing=_committed_rows(spark, name, version) if previous else None)
+        with pub:
+            ids = build(spark, source, ckpt, cfg, existing=pub.existing())
             try:
-                row = _publish(spark, cfg, res, ids, ids.rows_in, name, previous, levels,
-                               int(ckpt.model["codebook_size"]), step, timeout)
+                written = pub.write(ids, rows_expected=ids.rows_in, limits=cfg.output,
+                                    embedding_col=cfg.input.embedding_col, step=step)
+                res.record(written, ids)
             finally:
                 ids.unpersist()
             res.timings["total"] = round(time.perf_counter() - t0, 3)
-            res.details.update({"stream": stream, "rejects_by_reason": res.rejects_by_reason, "buckets": res.buckets,
-                                "timings": res.timings, "versions": library_versions(), "config": to_dict(cfg),
-                                "model": ckpt.model, "checkpoint_sha256": ckpt.config["weights_sha256"],
-                                "session": "connect" if is_connect(spark) else "classic"})
+            res.details["stream"] = {"checkpoint": checkpoint_location, "query_id": qid}
             step(f"committing micro-batch {batch_id}")
-            lock.check()
-            record.commit({**row, "details": res.details})
+            pub.commit(written, res.commit_details(spark, cfg, ckpt))
         step(f"committed micro-batch {batch_id}")
-        _clean(spark, name, version, res, keep=row["segments"])
+        res.details.update(pub.clean(written))
         log.info("micro-batch %d: %d rows in, %d new IDs, %d rejected", batch_id, res.rows_in, res.rows_new,
                  res.rows_rejected)
     finally:
@@ -242,7 +246,7 @@ def _quarantine(path: str, folder: str) -> str:
     """Move ``path`` into ``folder`` (a local path or a URI pyarrow opens); returns where it went."""
     import pyarrow.fs as pafs
 
-    from .paths import local_path, uri_path
+    from semid_udf.paths import local_path, uri_path
 
     def open_fs(loc: str) -> tuple[Any, str]:
         local = local_path(loc)
@@ -264,7 +268,7 @@ def _quarantine(path: str, folder: str) -> str:
 def _stream_error(e: BaseException) -> BaseException:
     """The semid error a micro-batch raised, unwrapped from Spark's foreachBatch error (which
     carries it as the last line of a Python traceback); ``e`` itself otherwise."""
-    from . import errors
+    from semid_udf import errors
 
     found = _SEMID_ERROR.findall(str(e))
     if found:

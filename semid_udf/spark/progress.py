@@ -15,9 +15,9 @@ import threading
 import time
 from typing import Any, Callable, cast
 
-from .files import is_connect
+from semid_udf.spark.files import is_connect
 
-log = logging.getLogger("semid_udf.progress")
+log = logging.getLogger("semid_udf.spark.progress")
 
 
 def fmt_line(label: str, done: int, total: int, elapsed: float) -> str:

@@ -27,9 +27,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .catalog import TableName, lit
-from .errors import LockError
-from .paths import warehouse_path
+from semid_udf.table.catalog import TableName, lit
+from semid_udf.errors import LockError
+from semid_udf.paths import warehouse_path
 
 log = logging.getLogger(__name__)
 

@@ -27,14 +27,14 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 
-from . import arrow
-from . import ids as ix
-from . import schema as sc
-from .checkpoint import Checkpoint, read_checkpoint
-from .config import JobConfig
-from .encode import CodeEncoder
-from .errors import CheckpointError, ConfigError, SemidError
-from .inputs import Source, cores, read_source
+from semid_udf.worker import arrow
+from semid_udf.spark import ids as ix
+from semid_udf.spark import schema as sc
+from semid_udf.model.checkpoint import Checkpoint, read_checkpoint
+from semid_udf.config import JobConfig
+from semid_udf.model.encode import CodeEncoder
+from semid_udf.errors import CheckpointError, ConfigError, SemidError
+from semid_udf.spark.inputs import Source, cores, read_source
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +149,14 @@ def semantic_ids(df: DataFrame | str, checkpoint: Any, *, config: JobConfig | No
     return build(spark, source, ckpt, cfg, existing=existing, files=files)
 
 
+# What the encode runs with (its caller sets it: a session setting is changed only by the thread
+# that plans the run's queries, see semid_udf.table.concurrency). With adaptive execution, Spark
+# fills a cache in a job of its own and only then runs the aggregate's first stage over it, a
+# second pass over every row; without, the encode tasks fill the cache and feed the aggregate in
+# one stage (bench, 1M rows: 2.4 s less).
+AQE_OFF = ("spark.sql.adaptive.enabled", "false")
+
+
 @contextlib.contextmanager
 def session_conf(spark: SparkSession, key: str, value: str) -> Iterator[None]:
     """``key`` is ``value`` for the queries planned meanwhile; then the session's own value again."""
@@ -174,19 +182,15 @@ class Encoded:
 
 def encode_rows(spark: SparkSession, source: Source, ckpt: Checkpoint, cfg: JobConfig,
                 rows: DataFrame | None = None) -> Encoded:
-    """The expensive step of :func:`semantic_ids`, and the only one that touches vectors:
-    encode (``rows``: already encoded rows, from staged shards), cache, count per reason, and
+    """The expensive step of :func:`semantic_ids`, and the only one that touches vectors (run it
+    with ``AQE_OFF``): encode (``rows``: already encoded rows, from staged shards), cache, count per reason, and
     classify the copies of repeated ids when there are any."""
     levels = int(ckpt.model["levels"])
     cached = []
     c = (rows if rows is not None else ix.coded(spark, source, ckpt, cfg, levels)).persist(StorageLevel.MEMORY_AND_DISK)
     cached.append(c)
     try:
-        # With adaptive execution, Spark fills a cache in a job of its own and only then runs
-        # the aggregate's first stage over it, a second pass over every row; without, the
-        # encode tasks fill the cache and feed the aggregate in one stage (bench, 1M rows: 2.4 s less).
-        with session_conf(spark, "spark.sql.adaptive.enabled", "false"):
-            counts, repeated = ix.count_rows(c)
+        counts, repeated = ix.count_rows(c)
         if repeated:
             log.info("%d item ids occur more than once: classifying their copies", repeated)
             c = ix.classify_duplicates(c).persist(StorageLevel.MEMORY_AND_DISK)
@@ -247,7 +251,8 @@ def ids_of(spark: SparkSession, enc: Encoded, ckpt: Checkpoint, cfg: JobConfig, 
 def build(spark: SparkSession, source: Source, ckpt: Checkpoint, cfg: JobConfig, *, rows: DataFrame | None = None,
           existing: DataFrame | None = None, files: int | None = None) -> SemanticIds:
     """:func:`semantic_ids` after its checks; ``rows``: already encoded rows (staged shards)."""
-    enc = encode_rows(spark, source, ckpt, cfg, rows)
+    with session_conf(spark, *AQE_OFF):
+        enc = encode_rows(spark, source, ckpt, cfg, rows)
     try:
         return ids_of(spark, enc, ckpt, cfg, source.id_type, existing=existing, files=files)
     except BaseException:

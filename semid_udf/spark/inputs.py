@@ -2,7 +2,7 @@
 Spark DataFrame (Spark's reader, a metastore table, or the user's own DataFrame).
 
 Both give the encode step ``(item_id, embedding)`` rows with the same ids, the same checks
-and the same codes; see :mod:`semid_udf.reader` for the pyarrow side.
+and the same codes; see :mod:`semid_udf.worker.reader` for the pyarrow side.
 """
 from __future__ import annotations
 
@@ -18,11 +18,12 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from .config import InputConfig
-from .errors import ConfigError, InputError, one_line
-from .files import is_connect
-from .paths import is_local
-from .reader import InputPlan, plan_input
+from semid_udf.config import InputConfig
+from semid_udf.errors import ConfigError, InputError, one_line
+from semid_udf.spark.files import is_connect
+from semid_udf import vectors
+from semid_udf.paths import is_local
+from semid_udf.worker.reader import InputPlan, plan_input
 
 log = logging.getLogger(__name__)
 
@@ -145,37 +146,47 @@ def _col(path: str) -> Any:
     return F.col(".".join(f"`{p}`" for p in path.split(".")))
 
 
+def arrow_type(t: T.DataType) -> pa.DataType | None:
+    """The Arrow type a Spark type reaches the Python workers as (an ML vector: its struct), so
+    that :mod:`semid_udf.vectors` judges both readers' columns by one policy; None when Arrow has
+    no such type."""
+    from pyspark.sql.pandas.types import to_arrow_type
+
+    if isinstance(t, T.UserDefinedType):
+        t = t.sqlType()
+    try:
+        return to_arrow_type(t)
+    except Exception:  # a type Arrow cannot carry (e.g. a map of structs): not an accepted type either
+        return None
+
+
 def normalise_frame(df: DataFrame, ic: InputConfig) -> tuple[DataFrame, str]:
     """``(item_id, embedding)`` of ``df`` and the id type, or an error naming the column, the
-    expected and the actual type. ``array<double>`` is cast to ``array<float>`` in Spark (half
-    the bytes handed to Python); dense/sparse ML vectors and binary blobs are decoded in
-    Python (:mod:`semid_udf.arrow`)."""
+    expected and the actual type (the policy of :mod:`semid_udf.vectors`). ``array<double>`` is
+    cast to ``array<float>`` in Spark (half the bytes handed to Python); dense ML vectors and
+    binary blobs are decoded in Python (:mod:`semid_udf.worker.arrow`)."""
     schema = df.schema
     id_type, emb_type = _field(schema, ic.id_col), _field(schema, ic.embedding_col)
     for col, what, t in ((ic.id_col, "the item id", id_type), (ic.embedding_col, "the embedding", emb_type)):
         if t is None:
             raise InputError(f"column {col!r} ({what}) missing; columns found: {sorted(schema.fieldNames())}")
     id_type, emb_type = cast(T.DataType, id_type), cast(T.DataType, emb_type)  # neither is None (checked above)
-    ids = _col(ic.id_col)
-    if isinstance(id_type, (T.ByteType, T.ShortType)):  # widened, as the pyarrow reader does
-        ids, id_type = ids.cast("int"), T.IntegerType()
-    if not isinstance(id_type, (T.LongType, T.IntegerType, T.StringType)):
+    id_arrow = arrow_type(id_type)
+    if id_arrow is None:
         raise InputError(f"column {ic.id_col!r}: expected bigint, int or string, got {id_type.simpleString()}")
+    id_norm = {pa.int32(): T.IntegerType(), pa.int64(): T.LongType(), pa.string(): T.StringType()}[
+        vectors.id_type(id_arrow, ic.id_col, actual=id_type.simpleString())]
+    ids = _col(ic.id_col)
+    if id_norm != id_type:  # widened, as the pyarrow reader does
+        ids, id_type = ids.cast(id_norm), id_norm
     emb = _col(ic.embedding_col)
-    what = emb_type.simpleString() if not isinstance(emb_type, T.UserDefinedType) else type(emb_type).__name__
-    if isinstance(emb_type, T.ArrayType) and isinstance(emb_type.elementType, (T.FloatType, T.DoubleType)):
-        if isinstance(emb_type.elementType, T.DoubleType):
-            if not ic.cast_double:
-                raise InputError(f"column {ic.embedding_col!r}: expected array<float>, got array<double> "
-                                 "(input.cast_double is false)")
-            log.info("casting %s from array<double> to array<float> (input.cast_double)", ic.embedding_col)
-            emb = emb.cast(T.ArrayType(T.FloatType()))
-    elif isinstance(emb_type, T.BinaryType):
-        if not ic.binary_dtype:
-            raise InputError(f"column {ic.embedding_col!r}: a binary column holds packed floats of a declared type: "
-                             "expected input.binary_dtype one of float32, float16, float64, got none")
-    elif not (isinstance(emb_type, T.UserDefinedType) and type(emb_type).__name__ == "VectorUDT") and not (
-            isinstance(emb_type, T.StructType) and set(emb_type.fieldNames()) >= {"type", "size", "indices", "values"}):
-        raise InputError(f"column {ic.embedding_col!r}: expected array<float> (or array<double>, a Spark ML dense "
-                         f"vector, or binary with input.binary_dtype), got {what}")
+    emb_arrow = arrow_type(emb_type)
+    why = (vectors.embedding_type_error(emb_arrow, ic.embedding_col, ic.binary_dtype, ic.cast_double,
+                                         actual=emb_type.simpleString())
+           if emb_arrow is not None else vectors.unsupported_embedding(ic.embedding_col, emb_type.simpleString()))
+    if why:
+        raise InputError(why)
+    if isinstance(emb_type, T.ArrayType) and isinstance(emb_type.elementType, T.DoubleType):
+        log.info("casting %s from array<double> to array<float> (input.cast_double)", ic.embedding_col)
+        emb = emb.cast(T.ArrayType(T.FloatType()))
     return df.select(ids.alias("item_id"), emb.alias("embedding")), id_type.simpleString()

@@ -29,9 +29,9 @@ from urllib.parse import unquote
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from . import schema as sc
-from .errors import ConfigError, InputError
-from .paths import uri_path, warehouse_path
+from semid_udf.spark import schema as sc
+from semid_udf.errors import ConfigError, InputError
+from semid_udf.paths import uri_path, warehouse_path
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +137,10 @@ def table_type(spark: SparkSession, full: str) -> str | None:
 def _ensure_table(spark: SparkSession, qname: str, full: str, s: sc.Schema, location: str | None) -> None:
     if spark.catalog.tableExists(full):
         actual = [(f.name, f.dataType.simpleString()) for f in spark.table(qname).schema.fields]
+        if s is sc.MANIFEST and actual == list(s.columns[:-len(sc.MANIFEST_ADDED)]):  # a manifest of an earlier semid
+            spark.sql(f"ALTER TABLE {qname} ADD COLUMNS ({sc.Schema(sc.MANIFEST_ADDED).ddl()})")
+            log.info("added columns %s to %s", [c for c, _ in sc.MANIFEST_ADDED], full)
+            return
         if actual != list(s.columns):
             raise InputError(f"table {full}: expected columns {list(s.columns)}, got {actual} "
                              "(a model with another number of levels or id type needs another table)")

@@ -30,11 +30,11 @@ import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 
-from . import catalog as ct
-from . import schema as sc
-from .errors import ConfigError
-from .files import Files
-from .paths import is_local, local_path
+from semid_udf.table import catalog as ct
+from semid_udf.spark import schema as sc
+from semid_udf.errors import ConfigError
+from semid_udf.spark.files import Files
+from semid_udf.paths import is_local, local_path
 
 log = logging.getLogger(__name__)
 

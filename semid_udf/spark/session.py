@@ -18,9 +18,9 @@ from typing import Mapping, cast
 
 from pyspark.sql import SparkSession
 
-from .errors import UnsafeSettingError
-from .files import is_connect
-from .paths import warehouse_path
+from semid_udf.errors import UnsafeSettingError
+from semid_udf.spark.files import is_connect
+from semid_udf.paths import warehouse_path
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ DEFAULTS = {
     # Workers forked with torch already imported (see semid_udf/daemon.py).
     "spark.python.daemon.module": "semid_udf.daemon",
     # The FAIR pool semid's metastore work runs in (publish.metastore_pool), defined.
-    "spark.scheduler.allocation.file": str(Path(__file__).with_name("fairscheduler.xml")),
+    "spark.scheduler.allocation.file": str(Path(__file__).parents[1] / "fairscheduler.xml"),
 }
 # Run directly, the JVM starts here and does a job's worth of work once: its C2 compiler
 # spent more CPU seconds than the executor threads (bench/RESULTS.md), on two cores shared

@@ -22,12 +22,12 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from .config import ModelConfig
-from .errors import CheckpointError
-from .paths import local_path
+from semid_udf.config import ModelConfig
+from semid_udf.errors import CheckpointError
+from semid_udf.paths import local_path
 
 if TYPE_CHECKING:
-    from .model import ResidualCoder
+    from semid_udf.model.coder import ResidualCoder
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +239,7 @@ def check_safetensors_bytes(data: bytes, where: Any = "weights") -> None:
 
 def build_model(blob: CheckpointBlob) -> "ResidualCoder":
     """Build semid's model (``model.kind``) from a blob and load its weights strictly."""
-    from .model import build
+    from semid_udf.model.coder import build
 
     cfg = model_config_from_dict(blob.model)
     model = build(cfg)

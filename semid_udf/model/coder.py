@@ -22,7 +22,7 @@ from typing import Callable, Literal, cast, overload
 import torch
 from torch import nn
 
-from .config import ModelConfig
+from semid_udf.config import ModelConfig
 
 
 def mlp(dims: list[int]) -> nn.Sequential:

@@ -4,7 +4,7 @@ Everything that touches vectors in a Spark task is here: turning any common embe
 into a float32 matrix (``array<float>``/``array<double>``, Arrow ``fixed_size_list`` and
 ``list<halffloat>``, Spark ML dense vectors, binary blobs of packed floats), the row checks,
 the model, and the embedding hash. The Spark side (``mapInArrow`` and ``arrow_udf``, see
-:mod:`semid_udf.api`) only moves batches in and out.
+:mod:`semid_udf.spark.api`) only moves batches in and out.
 
 Every input row comes out exactly once: good rows with codes, bad rows with their reason,
 in this order of checks: ``null_item_id``, ``null_embedding``, ``sparse_vector``,
@@ -24,18 +24,14 @@ from typing import Any, Callable, Iterator, Sequence, cast
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from .checkpoint import Checkpoint
-from .config import EncodeConfig, PluginConfig
-from .encode import CodeEncoder
-from .errors import InputError
-from .reader import embedding_type_error, is_binary, is_vector_struct, read_unit
+from semid_udf.model.checkpoint import Checkpoint
+from semid_udf.config import EncodeConfig, PluginConfig
+from semid_udf.model.encode import CodeEncoder
+from semid_udf.vectors import Reason, RowChecks, as_mask, embedding_rows
+from semid_udf.worker.reader import read_unit
 
 log = logging.getLogger(__name__)
-
-REASONS = ("null_item_id", "null_embedding", "sparse_vector", "wrong_length", "null_element", "non_finite",
-           "non_finite_latent")
 
 # ---------------------------------------------------------------------------------------
 # The model, once per worker process
@@ -74,110 +70,6 @@ def encoder_for(ckpt: Checkpoint, encode_cfg: EncodeConfig, plugin: PluginConfig
 
 # ---------------------------------------------------------------------------------------
 # Embedding columns of any common type -> float32 rows
-
-def _mask(a: pa.Array | np.ndarray) -> np.ndarray:
-    if isinstance(a, np.ndarray):
-        return a.astype(bool, copy=False)
-    return np.asarray(a.to_numpy(zero_copy_only=False), dtype=bool)
-
-
-def _where(mask: np.ndarray, d: int, what: str) -> str:
-    return f"{int(mask.sum())} {what} value(s) of {d}, first at index {int(np.argmax(mask))}"
-
-
-class RowChecks:
-    """Reasons and details of one batch's rows, filled by the checks in order."""
-
-    def __init__(self, n: int):
-        self.n = n
-        self.ok = np.ones(n, dtype=bool)
-        self.reasons: list = [None] * n
-        self.details: list = [None] * n
-
-    def flag(self, mask: np.ndarray, reason: str, detail: Callable[[int], str]) -> None:
-        """Reject the rows of ``mask`` that passed every earlier check."""
-        new = mask & self.ok
-        for i in np.flatnonzero(new):
-            self.reasons[i], self.details[i] = reason, detail(int(i))
-        self.ok &= ~mask
-
-
-def _binary_rows(arr: pa.Array, width: int) -> np.ndarray:
-    """The bytes of a binary array whose rows are all non-null and ``width`` bytes long."""
-    bufs = arr.buffers()
-    n = len(arr)
-    if pa.types.is_fixed_size_binary(arr.type):
-        start = arr.offset * width
-        return np.frombuffer(bufs[1], dtype=np.uint8, count=n * width, offset=start)
-    off_type = np.int64 if pa.types.is_large_binary(arr.type) else np.int32
-    offsets = np.frombuffer(bufs[1], dtype=off_type, count=n + 1, offset=arr.offset * np.dtype(off_type).itemsize)
-    return np.frombuffer(bufs[2], dtype=np.uint8, count=int(offsets[-1] - offsets[0]), offset=int(offsets[0]))
-
-
-def embedding_rows(emb: pa.Array | pa.ChunkedArray, dim: int, checks: RowChecks, binary_dtype: str = "",
-                   column: str = "embedding") -> tuple[np.ndarray, np.ndarray]:
-    """``(rows, matrix)``: the indices of the rows that passed every input check and their
-    vectors as C-contiguous float32 ``[len(rows), dim]``. Failed rows are flagged in ``checks``."""
-    if isinstance(emb, pa.ChunkedArray):
-        emb = emb.combine_chunks()
-    t = emb.type
-    why = embedding_type_error(t, column, binary_dtype)
-    if why:
-        raise InputError(why)
-    checks.flag(_mask(emb.is_null()), "null_embedding", lambda i: f"{column} is null")
-    if is_vector_struct(t):
-        kind = pc.fill_null(pc.struct_field(emb, "type"), 1).to_numpy(zero_copy_only=False)
-        size = pc.struct_field(emb, "size")
-        checks.flag(kind == 0, "sparse_vector",
-                    lambda i: f"{column}: expected a dense vector, got a sparse vector of size {size[i].as_py()}")
-        emb = pc.struct_field(emb, "values")  # dense vectors keep their values here (list<double>)
-        checks.flag(_mask(emb.is_null()), "null_embedding", lambda i: f"{column} has no values")
-        t = emb.type
-    if is_binary(t):
-        width = np.dtype(binary_dtype).itemsize
-        lengths = pc.fill_null(pc.binary_length(emb), dim * width).to_numpy(zero_copy_only=False)
-        checks.flag(lengths != dim * width, "wrong_length",
-                    lambda i: f"{column}: expected {dim * width} bytes ({dim} x {binary_dtype}), got {int(lengths[i])}")
-    else:
-        lengths = (np.full(len(emb), t.list_size) if pa.types.is_fixed_size_list(t)
-                   else pc.fill_null(pc.list_value_length(emb), dim).to_numpy(zero_copy_only=False))
-        checks.flag(lengths != dim, "wrong_length",
-                    lambda i: f"{column}: expected length {dim}, got {int(lengths[i])}")
-    rows = np.flatnonzero(checks.ok)
-    if len(rows) == 0:
-        return rows, np.zeros((0, dim), dtype=np.float32)
-    sub = emb if len(rows) == len(emb) else emb.take(pa.array(rows))
-    if is_binary(t):
-        raw = _binary_rows(sub, dim * np.dtype(binary_dtype).itemsize)
-        mat = raw.view(np.dtype(binary_dtype).newbyteorder("<")).reshape(len(rows), dim)
-    else:
-        values = sub.flatten()  # rows are non-null and of length dim here, so this is every value
-        if len(values) != len(rows) * dim:  # a sliced list array whose offsets do not start at 0
-            raise AssertionError(f"flattened {len(values)} values for {len(rows)} rows of {dim}")
-        if values.null_count:
-            nulls = _mask(values.is_null()).reshape(len(rows), dim)
-            bad = np.zeros(checks.n, dtype=bool)
-            bad[rows] = nulls.any(axis=1)
-            where = {int(r): j for j, r in enumerate(rows)}
-            checks.flag(bad, "null_element", lambda i: _where(nulls[where[i]], dim, "null"))
-            values = pc.fill_null(values, 0.0)  # only rows already rejected had nulls
-        mat = values.to_numpy(zero_copy_only=False).reshape(len(rows), dim)
-    if mat.dtype != np.float32:
-        with np.errstate(over="ignore"):  # like Spark's cast: a double beyond float32's range becomes Inf
-            mat = mat.astype(np.float32)
-    keep = checks.ok[rows]
-    not_finite = ~np.isfinite(mat)
-    bad_rows = not_finite.any(axis=1) & keep
-    if bad_rows.any():
-        where = {int(r): j for j, r in enumerate(rows)}
-        mask = np.zeros(checks.n, dtype=bool)
-        mask[rows[bad_rows]] = True
-        checks.flag(mask, "non_finite", lambda i: _where(not_finite[where[i]], dim, "NaN/Inf"))
-        keep = keep & ~bad_rows
-    if not keep.all():
-        rows, mat = rows[keep], mat[keep]
-    return rows, np.ascontiguousarray(mat)
-
 
 # ---------------------------------------------------------------------------------------
 # Hash of the vector an ID was computed from
@@ -224,7 +116,7 @@ def _codes(enc: CodeEncoder, checks: RowChecks, rows: np.ndarray, mat: np.ndarra
         bad = np.zeros(checks.n, dtype=bool)
         bad[rows[~finite]] = True
         where = {int(r): j for j, r in enumerate(rows)}
-        checks.flag(bad, "non_finite_latent", lambda i: (
+        checks.flag(bad, Reason.NON_FINITE_LATENT, lambda i: (
             "the model's latent or quantisation distance is NaN/Inf for this finite input "
             f"(largest |value| {float(np.abs(mat[where[i]]).max()):.3g})"))
     codes[rows] = got
@@ -233,11 +125,11 @@ def _codes(enc: CodeEncoder, checks: RowChecks, rows: np.ndarray, mat: np.ndarra
 
 def encode_batch(enc: CodeEncoder, ids: pa.Array, emb: pa.Array, *, binary_dtype: str = "",
                  column: str = "embedding", top: int = 0) -> pa.RecordBatch:
-    """The coded rows (see :func:`semid_udf.schema.coded`) of one batch: same rows out as in;
+    """The coded rows (see :func:`semid_udf.spark.schema.coded`) of one batch: same rows out as in;
     with ``top`` > 0 also each row's candidate last-level codes and their distances."""
     n = len(ids)
     checks = RowChecks(n)
-    checks.flag(_mask(ids.is_null()), "null_item_id", lambda i: "item_id is null")
+    checks.flag(as_mask(ids.is_null()), Reason.NULL_ITEM_ID, lambda i: "item_id is null")
     rows, mat = embedding_rows(emb, enc.input_dim, checks, binary_dtype, column)
     codes, coded, extra = _codes(enc, checks, rows, mat, ids, top)
     hashes = np.zeros(n, dtype=np.int64)
@@ -298,7 +190,7 @@ def map_fn(ckpt: Checkpoint, encode_cfg: EncodeConfig, plugin: PluginConfig, bin
 def reader_fn(ckpt: Checkpoint, plan: Any, units: Sequence[Any], encode_cfg: EncodeConfig, plugin: PluginConfig,
               batch_size: int, top: int = 0) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
     """For ``mapInArrow`` over ``spark.range(len(units))``: each task reads its units' row
-    groups with pyarrow (see :mod:`semid_udf.reader`) and encodes them."""
+    groups with pyarrow (see :mod:`semid_udf.worker.reader`) and encodes them."""
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
             for position in batch.column(0).to_pylist():

@@ -13,12 +13,14 @@ from typing import Any, Callable, cast
 from pyspark.sql import Column, DataFrame, Row, SparkSession, Window
 from pyspark.sql import functions as F
 
-from . import arrow
-from . import schema as sc
-from .checkpoint import Checkpoint
-from .config import JobConfig
-from .errors import ReconcileError
-from .inputs import Source
+from semid_udf.worker import arrow
+from semid_udf.spark import schema as sc
+from semid_udf.model import quality
+from semid_udf.model.checkpoint import Checkpoint
+from semid_udf.config import JobConfig
+from semid_udf.vectors import Reason
+from semid_udf.errors import ReconcileError
+from semid_udf.spark.inputs import Source
 
 ROWS_PER_FILE = 1_000_000
 MIN_ROWS_PER_FILE = 100_000
@@ -27,7 +29,7 @@ MIN_ROWS_PER_FILE = 100_000
 def coded(spark: SparkSession, source: Source, ckpt: Checkpoint, cfg: JobConfig, levels: int,
           shard: tuple[int, int] = (0, 1)) -> DataFrame:
     """Every input row (of shard ``k`` of ``n``) with codes or a reject reason: the
-    :func:`semid_udf.schema.coded` columns."""
+    :func:`semid_udf.spark.schema.coded` columns."""
     top = cfg.output.candidates if cfg.output.collisions == "nearest_free" else 0
     out = sc.coded(levels, source.id_type, candidates=bool(top)).spark()
     k, n = shard
@@ -69,8 +71,8 @@ def classify_duplicates(r: DataFrame) -> DataFrame:
     rn = F.row_number().over(wo)
     reason = (
         F.when(~good, F.col("reason"))
-        .when(conflict, "duplicate_conflict")
-        .when(rn > 1, "duplicate_identical")
+        .when(conflict, Reason.DUPLICATE_CONFLICT.value)
+        .when(rn > 1, Reason.DUPLICATE_IDENTICAL.value)
     )
     detail = (
         F.when(~good, F.col("detail"))
@@ -129,7 +131,7 @@ def with_suffix(kept: DataFrame, levels: int, codebook_size: int, files: int, ba
 
 def resolve_collisions(kept: DataFrame, existing: DataFrame | None, levels: int, cap: int
                        ) -> tuple[DataFrame, DataFrame]:
-    """``output.collisions = nearest_free`` (see :mod:`semid_udf.collisions`): the kept rows
+    """``output.collisions = nearest_free`` (see :mod:`semid_udf.model.collisions`): the kept rows
     (with ``cand``/``cand_dist``) with their last-level code resolved, one code prefix per
     group; ``existing`` (published rows of the version) are counted, never moved. Returns the
     rows (``item_id``, ``sid_*``, ``embedding_hash``) and, per moved item, ``_rank`` (which
@@ -153,7 +155,7 @@ def _resolver(levels: int, cap: int, schema: Any) -> Callable[[Any], Any]:
     """For ``applyInArrow``: one code prefix's rows in, their resolved codes out."""
     import pyarrow as pa
 
-    from .collisions import Item, resolve
+    from semid_udf.model.collisions import Item, resolve
 
     last = f"sid_{levels - 1}"
 
@@ -203,21 +205,6 @@ def output_files(rows: int, cores: int) -> int:
 # ---------------------------------------------------------------------------------------
 # Bucket statistics: a bucket = the items sharing one code tuple
 
-def size_bin(size: int) -> int:
-    """Histogram bin of a bucket size: k for sizes in (2^(k-1), 2^k]."""
-    return max(0, (size - 1).bit_length())
-
-
-def stats(by_bin: dict[int, int], largest: int, rows: int) -> dict[str, Any]:
-    buckets = sum(by_bin.values())
-    return {
-        "buckets": buckets,
-        "largest_bucket": largest,
-        "unique_rate_before_suffix": round(buckets / rows, 6) if rows else None,
-        "bucket_size_histogram": {f"<={1 << k}": n for k, n in sorted(by_bin.items()) if n},
-    }
-
-
 def bucket_stats(codes: DataFrame, levels: int, codebook_size: int, rows: int) -> dict[str, Any]:
     """One small job: how many buckets of each size."""
     key = bucket_key(levels, codebook_size)
@@ -225,10 +212,7 @@ def bucket_stats(codes: DataFrame, levels: int, codebook_size: int, rows: int) -
     by_size = {int(r["size"]): int(r["buckets"]) for r in
                codes.groupBy(*keys).agg(F.count(F.lit(1)).alias("size"))
                .groupBy("size").agg(F.count(F.lit(1)).alias("buckets")).collect()}
-    by_bin: dict[int, int] = {}
-    for size, n in by_size.items():
-        by_bin[size_bin(size)] = by_bin.get(size_bin(size), 0) + n
-    return stats(by_bin, max(by_size, default=0), rows)
+    return quality.binned_bucket_stats(quality.bins_of_sizes(by_size), max(by_size, default=0), rows)
 
 
 def suffix_marks(top: int) -> list[int]:
@@ -237,7 +221,7 @@ def suffix_marks(top: int) -> list[int]:
 
 
 def bins_from_suffix_counts(rows_with_suffix: dict[int, int], top: int) -> dict[int, int]:
-    """Buckets per size bin (``size_bin``) from the number of rows with suffix 0, 1, 2, 4, ...,
+    """Buckets per size bin (``quality.size_bin``) from the number of rows with suffix 0, 1, 2, 4, ...,
     ``2**top``: the buckets with more than ``m`` items are the rows with suffix ``m``."""
     marks = suffix_marks(top)
     by_bin = {k: rows_with_suffix[marks[k]] - rows_with_suffix[marks[k + 1]] for k in range(top + 1)}
@@ -254,13 +238,13 @@ def suffix_stats(rows: int) -> tuple[list[Any], Callable[[dict[str, Any]], dict[
     suffix ``m`` (``bins_from_suffix_counts``). Returns the aggregate columns and a function
     of the aggregate's row that gives the statistics."""
     suffix = F.col("sid_suffix")
-    top = size_bin(max(rows, 1))
+    top = quality.size_bin(max(rows, 1))
     marks = suffix_marks(top)
     cols = [F.max(suffix).alias("largest_suffix")] + [F.count_if(suffix == mark).alias(f"suffix_{mark}") for mark in marks]
 
     def read(m: dict[str, Any]) -> dict[str, Any]:
         at = {mark: int(m[f"suffix_{mark}"]) for mark in marks}
         largest = int(m["largest_suffix"]) + 1 if m["largest_suffix"] is not None else 0
-        return stats(bins_from_suffix_counts(at, top), largest, rows)
+        return quality.binned_bucket_stats(bins_from_suffix_counts(at, top), largest, rows)
 
     return cols, read

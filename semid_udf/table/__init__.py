@@ -1,0 +1,2 @@
+"""Layer 4, the published table: the catalog, the writer lock, the commit, the batch run,
+streams and exports."""
