@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from .conftest import ROOT, clustered
 from .spark_helpers import write_input

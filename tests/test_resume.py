@@ -10,10 +10,11 @@ import time
 from pathlib import Path
 
 import pyarrow.dataset as ds
-import pytest
+
+from semid_udf.table.publish import run_assign
 
 from .conftest import ROOT, clustered
-from .spark_helpers import published_files, write_input
+from .spark_helpers import config, published_files, write_input
 
 BIN = Path(sys.executable).parent
 SHARDS = 6
@@ -36,7 +37,7 @@ def finish(p) -> str:
     return err
 
 
-def test_killed_driver_resumes_from_committed_shards(tiny_checkpoint, tmp_path):
+def test_killed_driver_resumes_from_committed_shards(spark, tiny_blob, tiny_checkpoint, tmp_path):
     x = clustered(600, 16, seed=51)
     inp = write_input(tmp_path / "in", list(range(600)), [list(map(float, v)) for v in x], files=3)
     args = ["--input", str(inp), "--checkpoint", str(tiny_checkpoint), "--table", "res.ids",
@@ -78,5 +79,6 @@ def test_killed_driver_resumes_from_committed_shards(tiny_checkpoint, tmp_path):
     assert not Path(resume["staging"].removeprefix("file:")).exists()  # cleaned after the complete manifest
     assert "0000deadbeef0000" in err
 
-    finish(assign(args[:-2], tmp_path / "wh_clean"))  # one uninterrupted, unsharded run
-    assert published_files(wh, "res.ids") == published_files(tmp_path / "wh_clean", "res.ids")
+    run_assign(spark, config(), tiny_blob, table="resclean.ids", input_path=str(inp),
+               warehouse=str(tmp_path / "wh_clean"))  # one uninterrupted, unsharded run
+    assert published_files(wh, "res.ids") == published_files(tmp_path / "wh_clean", "resclean.ids")

@@ -2,6 +2,7 @@
 end with the table one append run over the same items gives; one writer per version."""
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from semid_udf.errors import LockError
+from semid_udf.errors import InputError, LockError
 from semid_udf.table.publish import run_assign
 from semid_udf.table.stream import run_stream
 
@@ -38,14 +39,16 @@ def done(p) -> str:
 
 
 def test_a_killed_and_restarted_stream_equals_one_append_run(spark, tiny_blob, tiny_checkpoint, tmp_path):
+    """The stream's first file starts the version (a full run), the next ones append; killed
+    right after a micro-batch's commit (before Spark recorded the batch as done), the restart
+    replays that batch and changes nothing."""
     x = clustered(250, 16, seed=111)
     vec = [list(map(float, v)) for v in x]
-    day0 = write_input(tmp_path / "day0", list(range(100)), vec[:100], files=1)
     arriving = tmp_path / "arriving"
-    # three files arrive: new items, plus item 5 again with another embedding (its ID never moves)
-    for k, (lo, hi) in enumerate([(100, 150), (150, 200), (200, 250)]):
+    # four files arrive: day 0's items, new items, plus item 5 again with another embedding (its ID never moves)
+    for k, (lo, hi) in enumerate([(0, 100), (100, 150), (150, 200), (200, 250)]):
         ids, vs = list(range(lo, hi)), vec[lo:hi]
-        if k == 1:
+        if k == 2:
             ids, vs = ids + [5], vs + [[v + 1.0 for v in vec[5]]]
         write_input(arriving / f"f{k}", ids, vs, files=1)
         (arriving / f"f{k}" / "part-0.parquet").rename(arriving / f"batch-{k}.parquet")
@@ -56,34 +59,29 @@ def test_a_killed_and_restarted_stream_equals_one_append_run(spark, tiny_blob, t
     common = ["--checkpoint", str(tiny_checkpoint), "--table", "st.ids", "--set", "encode.micro_batch=64"]
 
     wh = tmp_path / "wh"
-    done(assign(["--input", str(day0), *common, "--warehouse", str(wh)], tmp_path, "day0"))
     stream = ["--stream", "--input", str(arriving), "--stream-checkpoint", str(tmp_path / "sc"), *common,
               "--warehouse", str(wh), "--set", "input.files_per_trigger=1"]
-    first = assign(stream, tmp_path, "stream1", **failpoint("committed micro-batch 1"))
+    first = assign(stream, tmp_path, "stream1", **failpoint("committed micro-batch 2"))
     deadline = time.time() + 600
-    while "failpoint: paused at committed micro-batch 1" not in first.err_path.read_text():
+    while "failpoint: paused at committed micro-batch 2" not in first.err_path.read_text():
         assert first.poll() is None and time.time() < deadline, first.err_path.read_text()[-3000:]
         time.sleep(0.1)
-    os.killpg(first.pid, signal.SIGKILL)  # after batch 1's commit, before Spark recorded batch 1 as done
+    os.killpg(first.pid, signal.SIGKILL)  # after batch 2's commit, before Spark recorded batch 2 as done
     first.wait()
     err = done(assign(stream, tmp_path, "stream2"))
-    assert "micro-batch 1 of stream" in err and "is already committed" in err  # replayed, and changed nothing
+    assert "micro-batch 2 of stream" in err and "is already committed" in err  # replayed, and changed nothing
 
     ref = tmp_path / "ref"  # one full run of day 0, then one append run over the three files
     cfg = config(encode={"micro_batch": 64})
+    day0 = write_input(tmp_path / "day0", list(range(100)), vec[:100], files=1)
+    rest = tmp_path / "rest"
+    rest.mkdir()
+    for k in (1, 2, 3):
+        (rest / f"batch-{k}.parquet").write_bytes((arriving / f"batch-{k}.parquet").read_bytes())
     run_assign(spark, cfg, tiny_blob, table="stref.ids", input_path=str(day0), warehouse=str(ref))
-    run_assign(spark, cfg, tiny_blob, table="stref.ids", input_path=str(arriving), warehouse=str(ref), mode="append")
+    run_assign(spark, cfg, tiny_blob, table="stref.ids", input_path=str(rest), warehouse=str(ref), mode="append")
     got, expected = published_files(wh, "st.ids"), published_files(ref, "stref.ids")
     assert got["item_id"] == list(range(250)) and got == expected
-
-    # the contract's export command on the streamed table: tokens of every item
-    out = tmp_path / "export"
-    env = dict(os.environ, PYSPARK_PYTHON=sys.executable)
-    env.pop("SPARK_REMOTE", None)
-    r = subprocess.run([str(BIN / "semid-export"), "--table", "st.ids", "--warehouse", str(wh), "--out", str(out)],
-                       capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert "items 250" in r.stdout and (out / "manifest.json").exists()
 
 
 def test_one_writer_per_version_while_a_stream_runs(spark, tiny_blob, tmp_path):
@@ -151,10 +149,12 @@ def test_a_reset_stream_checkpoint_gives_new_items_their_ids(spark, tiny_blob, t
     assert sorted(r.item_id for r in spark.table("rs.ids").select("item_id").collect()) == list(range(300))
 
 
-def test_an_unreadable_file_in_a_streamed_folder_is_named_then_removed_or_quarantined(tiny_checkpoint, tmp_path):
-    """The CLI as a user runs it: a foreign file in the folder stops the stream with one line
-    naming it, and nothing is published; deleted, the restart publishes the rest; with
-    input.quarantine the next one is moved aside and the stream goes on without it."""
+def test_an_unreadable_file_in_a_streamed_folder_is_named_then_removed_or_quarantined(spark, tiny_blob, tmp_path,
+                                                                                      caplog):
+    """A foreign file in the folder stops the stream with one line naming it, and nothing is
+    published; deleted, the restart publishes the rest; with input.quarantine the next one is
+    moved aside and the stream goes on without it. (The CLI prints that line after
+    "semid-assign: error:" and exits 2, as for every semid error: tests/test_cli.py.)"""
     import pyarrow.parquet as pq
 
     x = clustered(150, 16, seed=114)
@@ -162,27 +162,31 @@ def test_an_unreadable_file_in_a_streamed_folder_is_named_then_removed_or_quaran
     arriving, wh, sc = tmp_path / "arriving", tmp_path / "wh", tmp_path / "sc"
     arrive(arriving, "a", list(range(50)), vec[:50], files=1)
     (arriving / "not-parquet.parquet").write_bytes(b"PAR1 these bytes are not a Parquet file PAR1")
-    cmd = ["--stream", "--input", str(arriving), "--stream-checkpoint", str(sc), "--checkpoint", str(tiny_checkpoint),
-           "--table", "bad.ids", "--warehouse", str(wh), "--set", "encode.micro_batch=64"]
 
-    p = assign(cmd, tmp_path, "stream1")
-    assert p.wait(timeout=600) == 2, p.err_path.read_text()[-3000:]
-    last = p.err_path.read_text().strip().splitlines()[-1]
-    assert last.startswith("semid-assign: error: micro-batch 0: cannot read the input file ") and "not-parquet" in last
-    assert "nothing was published for this micro-batch" in last and "input.quarantine" in last
+    def stream(cfg):
+        return run_stream(spark, cfg, tiny_blob, table="bad.ids", checkpoint_location=str(sc), input_path=str(arriving),
+                          warehouse=str(wh))
+
+    with pytest.raises(InputError) as e:
+        stream(config(encode={"micro_batch": 64}))
+    line = str(e.value)
+    assert "\n" not in line and line.startswith("micro-batch 0: cannot read the input file ") and "not-parquet" in line
+    assert "nothing was published for this micro-batch" in line and "input.quarantine" in line
     manifest = wh / "bad.db" / "ids_manifest"
     statuses = [r["status"] for f in manifest.glob("*.parquet") for r in pq.read_table(f).to_pylist()]
     assert "complete" not in statuses
 
     (arriving / "not-parquet.parquet").unlink()  # what the message says to do
-    done(assign(cmd, tmp_path, "stream2"))
+    stream(config(encode={"micro_batch": 64}))
     assert published_files(wh, "bad.ids")["item_id"] == list(range(50))
 
     arrive(arriving, "b", list(range(50, 150)), vec[50:])
     (arriving / "foreign.parquet").write_bytes(b"\x00" * 64)
     q = tmp_path / "quarantine"
-    err = done(assign([*cmd, "--set", f"input.quarantine={q}"], tmp_path, "stream3"))
-    assert "moved the unreadable input file" in err and "foreign.parquet" in err
+    with caplog.at_level(logging.WARNING, logger="semid_udf"):
+        stream(config(encode={"micro_batch": 64}, input={"quarantine": str(q)}))
+    assert any("moved the unreadable input file" in r.getMessage() and "foreign.parquet" in r.getMessage()
+               for r in caplog.records)
     assert [f.name.split("-", 1)[1] for f in q.iterdir()] == ["foreign.parquet"]
     assert not (arriving / "foreign.parquet").exists()
     assert published_files(wh, "bad.ids")["item_id"] == list(range(150))
