@@ -132,7 +132,7 @@ class InputConfig:
     id_col: str = "item_id"  # item id column (bigint, int or string, not null)
     embedding_col: str = "embedding"  # embedding column of model.input_dim values, or a nested field path such as result.values
     cast_double: bool = True  # accept array<double> by an explicit cast to array<float>
-    reader: str = "auto"  # auto: arrow for local/mounted paths, spark otherwise; arrow: pyarrow in the tasks; spark: Spark's reader
+    reader: str = "auto"  # auto: arrow for local/mounted paths and plain-Parquet tables on them, spark otherwise; arrow: pyarrow in the tasks; spark: Spark's reader
     binary_dtype: str = ""  # a binary embedding column holds packed little-endian floats of this type: float32, float16 or float64
     files_per_trigger: int = 0  # --stream over a folder: new files per micro-batch (0: all new files)
     quarantine: str = ""  # --stream over a folder: move an input file that cannot be read into this folder (a path or URI) and go on without it; empty: stop the stream, naming the file

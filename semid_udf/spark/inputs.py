@@ -22,7 +22,7 @@ from semid_udf.config import InputConfig
 from semid_udf.errors import ConfigError, InputError, one_line
 from semid_udf.spark.files import is_connect
 from semid_udf import vectors
-from semid_udf.paths import is_local
+from semid_udf.paths import is_local, local_path
 from semid_udf.worker.reader import InputPlan, plan_input
 
 log = logging.getLogger(__name__)
@@ -102,21 +102,63 @@ def read_source(spark: SparkSession, ic: InputConfig, input_path: str | None = N
     if frame is not None:
         f, id_type = normalise_frame(frame, ic)
         return Source(id_type, frame=f, description="a DataFrame")
-    arrow = ic.reader == "arrow" or (ic.reader == "auto" and input_path is not None and is_local(input_path))
+    files: list[str] | None = None
+    if input_table is not None and ic.reader != "spark":
+        files, why_not = parquet_table_files(spark, input_table, (ic.id_col, ic.embedding_col))
+        if files is None:
+            if ic.reader == "arrow":
+                raise ConfigError(f"input.reader=arrow: table {input_table} cannot be read with pyarrow: {why_not}; "
+                                  "use input.reader=spark or auto")
+            log.info("reader: Spark for table %s (%s)", input_table, why_not)
+    arrow = files is not None or ic.reader == "arrow" or (
+        ic.reader == "auto" and input_path is not None and is_local(input_path))
     if arrow:
-        if input_path is None:
-            raise ConfigError("input.reader=arrow: expected --input PATH (a Parquet file or folder), got --input-table; "
-                              "use input.reader=spark or auto for tables")
+        source = input_path or cast(str, input_table)  # one of them (the CLI and read_source's callers check)
         target = max_partition_bytes(spark)
-        plan = plan_input(input_path, ic.id_col, ic.embedding_col, ic.cast_double, target_bytes=target,
-                          cores=cores(spark), binary_dtype=ic.binary_dtype)
+        plan = plan_input(source, ic.id_col, ic.embedding_col, ic.cast_double, target_bytes=target,
+                          cores=cores(spark), binary_dtype=ic.binary_dtype, files=files)
         log.info("reader: pyarrow in the tasks (%d units of up to %d MB)", len(plan.units), target >> 20)
-        return Source(_ARROW_ID[plan.id_type], plan=plan, rows=plan.rows, description=input_path)
+        return Source(_ARROW_ID[plan.id_type], plan=plan, rows=plan.rows, description=source)
     raw = read_input(spark, input_path, input_table)
     f, id_type = normalise_frame(raw, ic)
     log.info("reader: Spark")
     rows = raw.count() if input_path is not None else None  # Parquet footers: no scan of the vectors
     return Source(id_type, frame=f, rows=rows, description=input_path or input_table or "")
+
+
+def parquet_table_files(spark: SparkSession, table: str, columns: tuple[str, ...]) -> tuple[list[str] | None, str]:
+    """The data files of a metastore table stored as plain Parquet on a local or mounted path,
+    as its catalog names them (its registered partitions only), for the pyarrow reader; or None
+    and why not: a view, another format (Delta and the like: deletion vectors, column mapping),
+    files elsewhere, or the id or embedding column being a partition column (not in the files)."""
+    try:
+        rows = spark.sql(f"DESCRIBE TABLE EXTENDED {table}").collect()
+    except Exception as e:  # a missing table and the like: Spark's reader says it (read_input)
+        return None, f"not described by the catalog ({type(e).__name__})"
+    info: dict[str, str] = {}
+    partitions: set[str] = set()
+    section = ""
+    for r in rows:
+        name, value = str(r[0] or "").strip(), str(r[1] or "").strip()
+        if name.startswith("#"):
+            section = section if name == "# col_name" else name  # "# col_name": a section's header row
+            continue
+        if section == "# Partition Information" and name:
+            partitions.add(name)
+        elif section.startswith("# Detailed Table Information") and name:
+            info[name] = value
+    provider, serde = info.get("Provider", "").lower(), info.get("Serde Library", "").lower()
+    if info.get("Type", "").upper() == "VIEW":
+        return None, "a view"
+    if not (provider == "parquet" or (provider == "hive" and "parquet" in serde)):
+        return None, f"stored as {provider or 'an unknown format'}, not plain Parquet"
+    if partitions & {c.split(".")[0] for c in columns}:
+        return None, f"the id or embedding column is a partition column ({sorted(partitions)})"
+    files = spark.table(table).inputFiles()
+    elsewhere = [f for f in files if local_path(f) is None]
+    if not files or elsewhere:
+        return None, f"its files are not on a local or mounted path (e.g. {elsewhere[0]})" if elsewhere else "no files"
+    return sorted(files), ""
 
 
 def read_input(spark: SparkSession, path: str | None, table: str | None) -> DataFrame:

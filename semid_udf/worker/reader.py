@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, cast
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -115,17 +115,34 @@ def _footer(fs: pafs.FileSystem, info: pafs.FileInfo) -> pq.FileMetaData:
         raise InputError(f"input file {info.path}: cannot read it as Parquet: {str(e).splitlines()[0]}") from None
 
 
+def named_files(paths: list[str], source: str) -> tuple[pafs.FileSystem, list[pafs.FileInfo]]:
+    """The files a catalog names for table ``source`` (URIs or paths, all local or mounted), as
+    the plan's file list; an error naming a file that is gone."""
+    fs = pafs.LocalFileSystem()
+    infos = fs.get_file_info([cast(str, local_path(p)) for p in paths])
+    gone = [i.path for i in infos if i.type != pafs.FileType.File]
+    if gone:
+        raise InputError(f"input {source}: expected the data files its catalog names, got {len(gone)} missing "
+                         f"(e.g. {gone[0]}); refresh the table (REFRESH TABLE) or use input.reader=spark")
+    return fs, sorted(infos, key=lambda f: f.path)
+
+
 def plan_input(source: str, id_col: str, emb_col: str, cast_double: bool, target_bytes: int = 128 << 20,
-               cores: int = 1, threads: int = 16, binary_dtype: str = "") -> InputPlan:
-    """Files, row groups and column types of ``source``; units of about ``target_bytes``
+               cores: int = 1, threads: int = 16, binary_dtype: str = "", files: list[str] | None = None
+               ) -> InputPlan:
+    """Files, row groups and column types of ``source`` (or of ``files``: a table's data files,
+    local or mounted, as its catalog names them); units of about ``target_bytes``
     (uncompressed, each file counting at least OPEN_COST) each, never splitting a row group:
     a big file gives several units, small files share one, as Spark packs its file splits.
     Like Spark, a unit is at most the input's size / ``cores``, so a small input still gives
-    every core a task."""
-    fs, root = open_filesystem(source)
-    files = list_files(fs, root, source)
-    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(files)))) as pool:
-        footers = list(pool.map(lambda f: _footer(fs, f), files))
+    every core a task. A task holds one batch of its unit at a time (``batch_size`` rows)."""
+    if files is not None:
+        fs, infos = named_files(files, source)
+    else:
+        fs, root = open_filesystem(source)
+        infos = list_files(fs, root, source)
+    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(infos)))) as pool:
+        footers = list(pool.map(lambda f: _footer(fs, f), infos))
     total = sum(OPEN_COST + sum(m.row_group(i).total_byte_size for i in range(m.num_row_groups)) for m in footers)
     target_bytes = min(target_bytes, max(OPEN_COST, total // max(1, cores)))
     id_types: dict[pa.DataType, str] = {}  # id type -> the first file that has it
@@ -140,7 +157,7 @@ def plan_input(source: str, id_col: str, emb_col: str, cast_double: bool, target
             units.append(Unit(len(units), tuple(parts)))
         parts, size = [], 0
 
-    for info, meta in zip(files, footers):
+    for info, meta in zip(infos, footers):
         id_types.setdefault(check_schema(meta.schema.to_arrow_schema(), info.path, id_col, emb_col, cast_double,
                                          binary_dtype), info.path)
         group: list[int] = []
@@ -166,8 +183,8 @@ def plan_input(source: str, id_col: str, emb_col: str, cast_double: bool, target
         raise InputError(f"column {id_col!r}: expected one type in every file, got string (e.g. {id_types[pa.string()]}) "
                          f"and integers (e.g. {ints})")
     id_type = pa.string() if pa.string() in id_types else pa.int64() if pa.int64() in id_types else pa.int32()
-    stamps = tuple((f.path, int(f.size), int(f.mtime_ns or 0)) for f in files)
-    log.info("input %s: %d rows in %d files, %d read tasks", source, rows, len(files), len(units))
+    stamps = tuple((f.path, int(f.size), int(f.mtime_ns or 0)) for f in infos)
+    log.info("input %s: %d rows in %d files, %d read tasks", source, rows, len(infos), len(units))
     return InputPlan(source, fs, stamps, tuple(units), rows, id_type, id_col, emb_col, cast_double, binary_dtype)
 
 

@@ -1,0 +1,94 @@
+"""Metastore tables stored as plain Parquet are read by the pyarrow reader in the tasks, from
+the files the catalog names; what they publish (rows, IDs, rejects, counts) is what Spark's
+reader gives. Other formats and views stay on Spark's reader."""
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from semid_udf.config import InputConfig
+from semid_udf.errors import ConfigError
+from semid_udf.paths import local_path
+from semid_udf.spark.inputs import parquet_table_files, read_source
+from semid_udf.table.publish import run_assign
+
+from .conftest import clustered
+from .spark_helpers import config
+
+
+def source_rows(n: int = 240) -> pa.Table:
+    """Good rows and every input reject: a null embedding, a wrong length, a NaN, a null element,
+    a null id, and an id repeated with another embedding."""
+    x = clustered(n, 16, seed=71)
+    vecs: list = [list(map(float, v)) for v in x]
+    vecs[3] = None
+    vecs[4] = vecs[4][:-1]
+    vecs[5] = [float("nan")] + vecs[5][1:]
+    vecs[6] = [None] + vecs[6][1:]
+    ids: list = list(range(n))
+    ids[7] = None
+    ids[8] = 9  # item 9 twice, with two embeddings: a duplicate conflict
+    return pa.table({"item_id": pa.array(ids, pa.int64()), "embedding": pa.array(vecs, pa.list_(pa.float32())),
+                     "day": pa.array([i % 3 for i in range(n)], pa.int32())})
+
+
+@pytest.fixture(scope="module")
+def tables(spark, tmp_path_factory):
+    """The same rows as a data source Parquet table, a Hive Parquet table, one partitioned by
+    a column that is neither the id nor the embedding, and an ORC table."""
+    root = tmp_path_factory.mktemp("tables")
+    pq.write_table(source_rows(), root / "rows.parquet")
+    df = spark.read.parquet(str(root / "rows.parquet")).repartition(3)
+    spark.sql(f"CREATE DATABASE IF NOT EXISTS tr LOCATION '{root / 'tr.db'}'")
+    df.write.mode("overwrite").format("parquet").saveAsTable("tr.ds")
+    df.write.mode("overwrite").format("parquet").partitionBy("day").saveAsTable("tr.parted")
+    df.write.mode("overwrite").format("orc").saveAsTable("tr.orc")
+    spark.sql("DROP TABLE IF EXISTS tr.hive")
+    spark.sql("CREATE TABLE tr.hive (item_id BIGINT, embedding ARRAY<FLOAT>, day INT) STORED AS PARQUET")
+    df.write.insertInto("tr.hive")
+    return root
+
+
+@pytest.mark.parametrize("table", ["tr.ds", "tr.hive", "tr.parted"])
+def test_a_parquet_table_publishes_what_sparks_reader_does(spark, tiny_blob, tables, table):
+    fast_src = read_source(spark, InputConfig(), input_table=table)
+    assert fast_src.plan is not None and fast_src.rows == 240  # the pyarrow reader, rows from the footers
+    assert {f[0] for f in fast_src.plan.files} == {local_path(f) for f in spark.table(table).inputFiles()}
+    wh = str(tables / "wh")  # one warehouse for the module's databases
+    name = table.split(".")[1]
+    fast = run_assign(spark, config(), tiny_blob, table=f"trf.{name}", input_table=table, warehouse=wh)
+    slow = run_assign(spark, config(input={"reader": "spark"}), tiny_blob, table=f"trs.{name}", input_table=table,
+                      warehouse=wh)
+    assert (fast.rows_in, fast.rows_out, fast.rows_rejected, fast.rejects_by_reason) == (
+        slow.rows_in, slow.rows_out, slow.rows_rejected, slow.rejects_by_reason)
+    assert set(fast.rejects_by_reason) == {"null_embedding", "wrong_length", "non_finite", "null_element",
+                                           "null_item_id", "duplicate_conflict"}
+
+    def published(t: str) -> list:
+        return sorted(tuple(r) for r in spark.table(t).select("item_id", "semantic_id", "embedding_hash").collect())
+
+    def rejects(t: str) -> list:
+        return sorted((tuple(r) for r in spark.table(f"{t}_rejects").select("item_id", "reason", "detail").collect()),
+                      key=repr)  # a null id is a reject too
+
+    assert published(f"trf.{name}") == published(f"trs.{name}") and len(published(f"trf.{name}")) == fast.rows_out
+    assert rejects(f"trf.{name}") == rejects(f"trs.{name}")
+
+
+def test_other_formats_and_views_stay_on_sparks_reader(spark, tables):
+    spark.sql("CREATE OR REPLACE VIEW tr.v AS SELECT * FROM tr.ds")
+    for table in ("tr.orc", "tr.v"):
+        src = read_source(spark, InputConfig(), input_table=table)
+        assert src.plan is None and src.frame is not None, table
+    with pytest.raises(ConfigError, match=r"input.reader=arrow: table tr.orc cannot be read with pyarrow: stored as "
+                                          r"orc, not plain Parquet"):
+        read_source(spark, InputConfig(reader="arrow"), input_table="tr.orc")
+
+
+def test_a_partition_column_as_the_id_stays_on_sparks_reader(spark, tables):
+    """A partition column is in the folder names, not in the files pyarrow would read."""
+    files, why = parquet_table_files(spark, "tr.parted", ("day", "embedding"))
+    assert files is None and why == "the id or embedding column is a partition column (['day'])"
+    files, why = parquet_table_files(spark, "tr.parted", ("item_id", "embedding"))
+    assert files is not None and why == ""
