@@ -14,7 +14,17 @@ and --repeat times (the median run of each is reported):
      the JVM); its encode step (encode, cache, count per reason) from the manifest's timings;
   4. udf_binary (``--binary``): the UDF over a copy of the data whose embeddings are binary
      blobs of packed float32 (``binary_dtype="float32"``): the JVM passes one value per row
-     instead of an array of floats.
+     instead of an array of floats;
+  5. noop (the UDF's first floor): an Arrow UDF over the same column that reads every vector
+     into numpy, as semid's UDF does, and returns one int per row: what Spark and Arrow cost
+     before any encoding;
+  6. encode floor (the second floor): semid's pure encode function (``CodeEncoder``) on rows
+     already in memory, one torch thread, its rate times the tasks Spark runs at once (one per
+     core, one torch thread each, as in the queries);
+
+with ``--columnar on,off``, the queries of 1, 2, 4 and 5 run once per value of Spark's
+``spark.sql.execution.arrow.pythonUDF.columnarInput.enabled`` (named ``<query>[columnar=on]``).
+The report gives udf time / (noop time + encode floor time) per setting.
 
 All in local mode on this machine's cores, one torch thread per task. Writes
 bench/out/<tag>.json.
@@ -30,6 +40,8 @@ import statistics
 import sys
 import time
 from pathlib import Path
+
+import pyarrow as pa
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -142,9 +154,26 @@ def binary_copy(data: Path, dim: int) -> Path:
     return out
 
 
-def setup(data: Path, ck: Path, binary: Path | None = None):
+def noop_udf():
+    """The floor of any Arrow UDF over the column: every vector read into numpy (as semid's UDF
+    reads them), one int per row out."""
+    from pyspark.sql.functions import arrow_udf
+
+    @arrow_udf("int")  # its type hints are resolved in this module's globals: pyarrow is imported at the top
+    def noop(emb: pa.Array) -> pa.Array:
+        values = emb.flatten().to_numpy(zero_copy_only=False)  # every vector, as the UDF reads them
+        return pa.array([len(values) // max(len(emb), 1)] * len(emb), pa.int32())
+
+    return noop
+
+
+COLUMNAR = "spark.sql.execution.arrow.pythonUDF.columnarInput.enabled"
+
+
+def setup(data: Path, ck: Path, binary: Path | None = None, columnar: tuple[str, ...] = ()):
     """A session and the queries: every row's codes by semid's UDF, by predict_batch_udf, and
-    (``binary``) by semid's UDF over the same vectors stored as binary blobs."""
+    (``binary``) by semid's UDF over the same vectors stored as binary blobs; the no-op UDF;
+    each once per value of ``columnar`` (none: the session's own value)."""
     from semid_udf import read_checkpoint, semantic_codes
 
     spark = session()
@@ -152,12 +181,51 @@ def setup(data: Path, ck: Path, binary: Path | None = None):
     ckpt = read_checkpoint(ck)
     codes = semantic_codes(ckpt)
     pbu = predict_batch_codes(ck, 4)
-    queries = {"udf": lambda: df.select("item_id", codes("embedding").alias("c")),
-               "predict_batch_udf": lambda: df.select("item_id", pbu("embedding").alias("c"))}
+    noop = noop_udf()
+    base = {"udf": lambda: df.select("item_id", codes("embedding").alias("c")),
+            "predict_batch_udf": lambda: df.select("item_id", pbu("embedding").alias("c")),
+            "noop": lambda: df.select("item_id", noop("embedding").alias("c"))}
     if binary is not None:
         blobs, codes_b = spark.read.parquet(str(binary)), semantic_codes(ckpt, binary_dtype="float32")
-        queries["udf_binary"] = lambda: blobs.select("item_id", codes_b("embedding").alias("c"))
+        base["udf_binary"] = lambda: blobs.select("item_id", codes_b("embedding").alias("c"))
+    if not columnar:
+        return spark, base
+    queries = {}
+    for value in columnar:
+        for name, q in base.items():
+            def with_setting(q=q, value=value):
+                spark.conf.set(COLUMNAR, "true" if value == "on" else "false")
+                return q()
+            queries[f"{name}[columnar={value}]"] = with_setting
     return spark, queries
+
+
+def encode_floor(data: Path, ck: Path, rows: int = 100_000) -> float:
+    """semid's pure encode function on ``rows`` rows in memory, one torch thread: items/s,
+    times one task per core (what the queries run at once)."""
+    import numpy as np
+    import pyarrow.parquet as pq
+    import torch
+
+    from semid_udf.config import EncodeConfig, PluginConfig
+    from semid_udf.model.checkpoint import read_checkpoint
+    from semid_udf.model.encode import CodeEncoder
+
+    torch.set_num_threads(1)
+    tables, have = [], 0
+    for f in sorted(data.glob("*.parquet")):
+        tables.append(pq.read_table(f, columns=["embedding"]))
+        have += tables[-1].num_rows
+        if have >= rows:
+            break
+    emb = np.concatenate([np.asarray(t.column("embedding").combine_chunks().flatten().to_numpy(), dtype=np.float32)
+                          for t in tables]).reshape(-1, DIM)[:rows]
+    enc = CodeEncoder(read_checkpoint(ck), EncodeConfig(), PluginConfig())
+    enc(emb[:4096])  # warm
+    t0 = time.perf_counter()
+    enc(emb)
+    rate = len(emb) / (time.perf_counter() - t0)
+    return rate * (os.cpu_count() or 1)
 
 
 def main() -> int:
@@ -167,11 +235,14 @@ def main() -> int:
     p.add_argument("--dim", type=int, default=768)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--tag", default=None)
-    p.add_argument("--skip", default="", help="comma-separated: udf,predict_batch_udf,job")
+    p.add_argument("--skip", default="", help="comma-separated: udf,predict_batch_udf,noop,job")
     p.add_argument("--binary", action="store_true",
                    help="also time the UDF over a copy of the data with binary float32 blobs (udf_binary)")
+    p.add_argument("--columnar", default="", help="on,off: run the UDF queries with Spark's columnar-input setting "
+                   "on and off (default: the session's own value, one run each)")
     p.add_argument("--data-dir", default=str(ROOT / "bench" / "data"))
     args = p.parse_args()
+    columnar = tuple(filter(None, args.columnar.split(",")))
     DIM = args.dim
     skip = set(filter(None, args.skip.split(",")))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
@@ -186,17 +257,17 @@ def main() -> int:
     out.mkdir(parents=True)
 
     binary = binary_copy(data, args.dim) if args.binary else None
-    spark, queries = setup(data, ck, binary)
+    spark, queries = setup(data, ck, binary, columnar)
+    floor = encode_floor(data, ck) if "noop" not in skip else None
     for name, q in queries.items():  # warm-up: workers forked, models built, JIT warm
-        if name not in skip:
+        if name.split("[")[0] not in skip:
             time_query(q().limit(20_000))
-    runs: dict[str, list[float]] = {k: [] for k in ("udf", "predict_batch_udf", "udf_binary", "job_encode",
-                                                     "job_total")}
+    runs: dict[str, list[float]] = {k: [] for k in [*queries, "job_encode", "job_total"]}
     job_cpu = []
     job_runs = []
     for i in range(args.repeat):
         for name, q in queries.items():
-            if name in skip:
+            if name.split("[")[0] in skip:
                 continue
             s = time_query(q(), name)
             runs[name].append(args.n / s)
@@ -210,7 +281,7 @@ def main() -> int:
             job_cpu.append({"by_process": r["cpu_s_by_process"], "jvm_threads": r["jvm_cpu_s_by_thread"]})
             log.info("job run %d: encode %.1f s (%.0f items/s), total %.1f s", i + 1, r["timings"]["encode"],
                      args.n / r["timings"]["encode"], r["job_s"])
-            spark, queries = setup(data, ck, binary)
+            spark, queries = setup(data, ck, binary, columnar)
     res = {"tag": tag, "n": args.n, "dim": args.dim, "cpus": os.cpu_count(),
            "items_s_runs": {k: [round(v) for v in vs] for k, vs in runs.items() if vs},
            "items_s_median": {k: round(statistics.median(vs)) for k, vs in runs.items() if vs},
@@ -220,6 +291,11 @@ def main() -> int:
     m = res["items_s_median"]
     if "udf" in m and "predict_batch_udf" in m:
         res["udf_over_predict_batch_udf"] = round(m["udf"] / m["predict_batch_udf"], 2)
+    if floor is not None:
+        res["encode_floor_items_s"] = round(floor)
+        for suffix in ([f"[columnar={v}]" for v in columnar] or [""]):
+            if f"udf{suffix}" in m and f"noop{suffix}" in m:  # seconds per item: udf / (noop + encode floor)
+                res[f"udf_over_floors{suffix}"] = round((1 / m[f"udf{suffix}"]) / (1 / m[f"noop{suffix}"] + 1 / floor), 2)
     if "udf" in m and "job_encode" in m:
         res["udf_over_job_encode"] = round(m["udf"] / m["job_encode"], 2)
     shutil.rmtree(out / "wh", ignore_errors=True)

@@ -29,7 +29,8 @@ def cpu_line(label: str, entries: list[dict]) -> str:
     return f"| {label} | {sum(pick['by_process'].values()):.1f} | {procs} | {threads} |\n"
 
 
-TAGS = ("udf_n1000000_d768", "udf_binary_n300k_d768")  # bench/udf.py's two runs: plain, and with --binary
+# bench/udf.py's runs: plain, with --binary, and the floors with the columnar-input setting on and off
+TAGS = ("udf_n1000000_d768", "udf_binary_n300k_d768", "udf_floor_n300k_d768")
 
 
 def write(w, udf_tags: tuple[str, ...] = TAGS) -> None:
@@ -42,8 +43,13 @@ def write(w, udf_tags: tuple[str, ...] = TAGS) -> None:
 def udf_section(w, u: Path) -> None:
     if u.exists():
         r = json.loads(u.read_text())
+        columnar = sorted({k.split("=")[1].rstrip("]") for k in r["items_s_median"] if "[columnar=" in k})
         w(f"\n## `semantic_codes` vs `predict_batch_udf` (`python bench/udf.py --n {r['n']} --dim {r['dim']}"
-          f"{' --binary' if 'udf_binary' in r['items_s_median'] else ''}`)\n\n")
+          f"{' --binary' if any(k.startswith('udf_binary') for k in r['items_s_median']) else ''}"
+          f"{' --columnar ' + ','.join(columnar) if columnar else ''}`)\n\n")
+        if columnar:
+            w("`columnar=on` is Spark 4.3's default for `spark.sql.execution.arrow.pythonUDF.columnarInput.enabled`\n"
+              "(before), `off` what the sessions semid builds set (after).\n")
         w("Local mode, one torch thread per task. Runs alternate; the median run of each is shown, every run\n"
           "after it. 'job encode' is the encode step of `semid-assign --set input.reader=spark` (the JVM hands\n"
           "the vectors to Python, as it does to both UDFs); 'udf_binary' is the UDF over the same vectors\n"
@@ -55,8 +61,16 @@ def udf_section(w, u: Path) -> None:
                            ("udf_over_job_encode", "udf / job encode")):
             if key in r:
                 w(f"\n- {label}: {r[key]}")
+        if "encode_floor_items_s" in r:
+            w(f"\n- the floors: 'noop' is an Arrow UDF over the same column that reads every vector into numpy and\n"
+              f"  returns one int per row; the encode floor is semid's pure encode function on rows in memory, one\n"
+              f"  torch thread, times {r['cpus']} tasks: {r['encode_floor_items_s']:,} items/s")
+            for k, v in r.items():
+                if k.startswith("udf_over_floors"):
+                    w(f"\n- udf time / (noop time + encode floor time){k.removeprefix('udf_over_floors')}: {v} "
+                      "(target: at most 1.1)")
         m = r["items_s_median"]
-        if "udf_binary" in m:
+        if "udf_binary" in m and "udf" in m:
             w(f"\n- udf_binary / udf: {m['udf_binary'] / m['udf']:.2f}; udf_binary / predict_batch_udf: "
               f"{m['udf_binary'] / m['predict_batch_udf']:.2f}")
         w("\n\nCPU seconds of each query (the run with the median total; processes and the JVM's busiest thread\n"

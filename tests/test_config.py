@@ -84,3 +84,14 @@ def test_non_string_keys_still_parse_as_yaml():
     assert cfg.train.lr == 0.01 and cfg.output.max_reject_rate == 1.0
     with pytest.raises(ConfigError, match="unknown key plugin.outptu; valid keys: factory, method, layout, output"):
         load_config(None, ["plugin.outptu=1"])
+
+
+def test_semids_sessions_turn_columnar_udf_input_off_unless_the_user_says_otherwise(tmp_path):
+    """The faster hand-off to Arrow UDFs (bench/RESULTS.md) is a default: a config's ``spark:``
+    value or spark-submit's --conf wins."""
+    from semid_udf.spark.session import local_settings
+
+    key = "spark.sql.execution.arrow.pythonUDF.columnarInput.enabled"
+    assert local_settings({}, None, {})[key] == "false"
+    assert local_settings({key: "true"}, None, {})[key] == "true"  # the config's spark: section
+    assert key not in local_settings({}, None, {key: "true"})  # spark-submit gave it: the JVM has it already

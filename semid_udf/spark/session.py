@@ -35,6 +35,11 @@ DEFAULTS = {
     # HashMap per column batch): the largest JVM cost of the encode step in bench/ profiles,
     # to save a few bytes per row.
     "spark.sql.inMemoryColumnarStorage.compressed": "false",
+    # Arrow UDFs (semantic_codes, and the job with Spark's reader) get array<float> columns
+    # from the JVM faster with Spark 4.2+'s columnar input off (bench/RESULTS.md, "The UDF's
+    # floors"); with it on, an Arrow UDF over an ML vector column read from Parquet also fails
+    # (UNSUPPORTED_DATATYPE UDT). A user's --conf or config value wins, as for every default.
+    "spark.sql.execution.arrow.pythonUDF.columnarInput.enabled": "false",
     # Workers forked with torch already imported (see semid_udf/daemon.py).
     "spark.python.daemon.module": "semid_udf.daemon",
     # The FAIR pool semid's metastore work runs in (publish.metastore_pool), defined.
