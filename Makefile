@@ -16,8 +16,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	PYSPARK_PYTHON=$(abspath $(PY)) $(VENV)/bin/semid-demo
 
+# Everything, on two pytest-xdist workers: the shared-session tests stay together on one
+# (tests/conftest.py groups them), the tests that start processes of their own fill both.
 test: $(STAMP)
-	PYSPARK_PYTHON=$(abspath $(PY)) PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m pytest $(PYTEST_ARGS)
+	PYSPARK_PYTHON=$(abspath $(PY)) PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 # The fast loop: tier 1 (no JVM) and tier 2 (the shared Spark session); tests/conftest.py
 # marks every test with its tier. `make unit` is tier 1 alone.

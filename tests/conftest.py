@@ -196,3 +196,10 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.spark)
         else:
             item.add_marker(pytest.mark.unit)
+        # `make test` runs two pytest-xdist workers (--dist loadgroup): the tests of the shared
+        # session stay on one worker (one JVM for all of them), the Connect clients on one server;
+        # the tests that start processes of their own (mostly waiting on them) fill both workers.
+        if "connect_url" in item.fixturenames:
+            item.add_marker(pytest.mark.xdist_group("connect"))
+        elif "spark" in item.fixturenames and not item.get_closest_marker("process"):
+            item.add_marker(pytest.mark.xdist_group("spark"))
