@@ -235,9 +235,10 @@ def process_kind(cmd: str, is_root: bool) -> str:
 
 
 def job(data: Path, ck: Path, wh: Path, table: str, master: str | None, device: str, extra: list[str],
-        cpus: str | None = None) -> dict:
-    cmd = [str(Path(sys.executable).parent / "semid-assign"), "--input", str(data), "--checkpoint", str(ck),
-           "--table", table, "--warehouse", str(wh), "--set", f"encode.device={device}", *extra]
+        cpus: str | None = None, source: list[str] | None = None) -> dict:
+    """One semid-assign run over ``data`` (or ``source``: the input flags, e.g. --input-table T)."""
+    cmd = [str(Path(sys.executable).parent / "semid-assign"), *(source or ["--input", str(data)]), "--checkpoint",
+           str(ck), "--table", table, "--warehouse", str(wh), "--set", f"encode.device={device}", *extra]
     if master:
         cmd += ["--set", f"spark.spark.master={master}"]
     if cpus:  # the job, its JVM and its Python workers may use only these CPUs

@@ -1,0 +1,86 @@
+"""The job's rate by input kind, on the same rows: a local path, the same folder as a
+``file:`` URI, and a Parquet metastore table (read by pyarrow from the files its catalog names,
+and, for comparison, by Spark's reader as before).
+
+    python bench/table_input.py [--n 1000000] [--dim 768] [--repeat 3] [--tag table_input_n1m_d768]
+
+Uses bench/run.py's data and checkpoint. The table is registered once in the run's warehouse
+(``CREATE TABLE ... USING parquet LOCATION <data>``); every run publishes into a table of its
+own there. Runs alternate, --repeat rounds; the median of each kind is reported with its ratio
+to the local path's. Writes bench/out/<tag>.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+log = logging.getLogger("bench.table_input")
+
+
+def register(wh: Path, data: Path) -> str:
+    """``bench_in.emb``: an external Parquet table over ``data`` in the warehouse's metastore."""
+    from semid_udf.spark.session import build_session
+
+    spark = build_session("bench-table", {"spark.ui.enabled": "false"}, warehouse=str(wh))
+    try:
+        spark.sql(f"CREATE DATABASE IF NOT EXISTS bench_in LOCATION '{wh / 'bench_in.db'}'")
+        spark.sql("DROP TABLE IF EXISTS bench_in.emb")
+        spark.sql(f"CREATE TABLE bench_in.emb USING parquet LOCATION '{data}'")
+        log.info("bench_in.emb: %d rows", spark.table("bench_in.emb").count())
+    finally:
+        spark.stop()
+    return "bench_in.emb"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n", type=int, default=1_000_000)
+    p.add_argument("--dim", type=int, default=768)
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--tag", default=None)
+    p.add_argument("--data-dir", default=str(ROOT / "bench" / "data"))
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    from run import job, make_checkpoint, make_data
+
+    tag = args.tag or f"table_input_n{args.n}_d{args.dim}"
+    data = Path(args.data_dir) / f"emb_{args.n}_{args.dim}"
+    make_data(data, args.n, args.dim)
+    ck = make_checkpoint(Path(args.data_dir) / f"ckpt_{args.dim}", data, args.dim)
+    wh = ROOT / "bench" / "out" / tag / "wh"
+    shutil.rmtree(wh.parent, ignore_errors=True)
+    wh.mkdir(parents=True)
+    table = register(wh, data)
+    kinds = {
+        "local path": ["--input", str(data)],
+        "file: URI": ["--input", data.resolve().as_uri()],
+        "table, pyarrow reader": ["--input-table", table],
+        "table, Spark's reader (before)": ["--input-table", table, "--set", "input.reader=spark"],
+    }
+    runs: dict[str, list[float]] = {k: [] for k in kinds}
+    detail: dict[str, list[dict]] = {k: [] for k in kinds}
+    for i in range(args.repeat):
+        for k, (name, source) in enumerate(kinds.items()):
+            r = job(data, ck, wh, f"bench.ids_{k}_{i}", None, "cpu", [], source=source)
+            runs[name].append(r["items_s"])
+            detail[name].append({"items_s": round(r["items_s"]), "job_s": r["job_s"], "encode_s": r["timings"]["encode"]})
+            log.info("%s run %d: %.1f s, %.0f items/s", name, i + 1, r["job_s"], r["items_s"])
+    med = {k: statistics.median(v) for k, v in runs.items()}
+    res = {"tag": tag, "n": args.n, "dim": args.dim, "items_s_median": {k: round(v) for k, v in med.items()},
+           "over_local_path": {k: round(v / med["local path"], 2) for k, v in med.items()}, "runs": detail}
+    shutil.rmtree(wh.parent, ignore_errors=True)
+    (ROOT / "bench" / "out" / f"{tag}.json").write_text(json.dumps(res, indent=2))
+    log.info("\n%s", json.dumps({k: res[k] for k in ("items_s_median", "over_local_path")}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
