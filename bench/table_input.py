@@ -26,7 +26,16 @@ log = logging.getLogger("bench.table_input")
 
 
 def register(wh: Path, data: Path) -> str:
-    """``bench_in.emb``: an external Parquet table over ``data`` in the warehouse's metastore."""
+    """``bench_in.emb``: an external Parquet table over ``data`` in the warehouse's metastore,
+    created by a process of its own (its JVM, which holds the embedded metastore, must be gone
+    before the jobs start)."""
+    import subprocess
+
+    subprocess.run([sys.executable, __file__, "--register", str(wh), str(data)], check=True)
+    return "bench_in.emb"
+
+
+def _register(wh: Path, data: Path) -> None:
     from semid_udf.spark.session import build_session
 
     spark = build_session("bench-table", {"spark.ui.enabled": "false"}, warehouse=str(wh))
@@ -37,7 +46,6 @@ def register(wh: Path, data: Path) -> str:
         log.info("bench_in.emb: %d rows", spark.table("bench_in.emb").count())
     finally:
         spark.stop()
-    return "bench_in.emb"
 
 
 def main() -> int:
@@ -47,8 +55,12 @@ def main() -> int:
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--tag", default=None)
     p.add_argument("--data-dir", default=str(ROOT / "bench" / "data"))
+    p.add_argument("--register", nargs=2, metavar=("WH", "DATA"), help=argparse.SUPPRESS)
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    if args.register:
+        _register(Path(args.register[0]), Path(args.register[1]))
+        return 0
     from run import job, make_checkpoint, make_data
 
     tag = args.tag or f"table_input_n{args.n}_d{args.dim}"

@@ -37,7 +37,23 @@ def write(w, udf_tags: tuple[str, ...] = TAGS) -> None:
     """The sections, where their JSON files exist."""
     for tag in udf_tags:
         udf_section(w, OUT / f"{tag}.json")
+    table_input_section(w, OUT / "table_input_n1000000_d768.json")
     before_after(w)
+
+
+def table_input_section(w, f: Path) -> None:
+    """bench/table_input.py: the job's rate by input kind."""
+    if not f.exists():
+        return
+    r = json.loads(f.read_text())
+    w(f"\n## Input kinds (`python bench/table_input.py --n {r['n']} --dim {r['dim']}`)\n\n")
+    w("The same rows as a local path, as a `file:` URI, and as a Parquet metastore table read by pyarrow from\n"
+      "the files its catalog names (after) or by Spark's reader (before: how every table was read). Runs\n"
+      "alternate; medians; the target is 0.8 of the local path's rate.\n\n")
+    w("| input | median items/s | / local path | every run |\n|---|---|---|---|\n")
+    for k, med in r["items_s_median"].items():
+        every = ", ".join(f"{x['items_s']:,}" for x in r["runs"][k])
+        w(f"| {k} | {med:,} | {r['over_local_path'][k]} | {every} |\n")
 
 
 def udf_section(w, u: Path) -> None:
