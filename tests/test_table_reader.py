@@ -10,6 +10,7 @@ import pytest
 from semid_udf.config import InputConfig
 from semid_udf.errors import ConfigError
 from semid_udf.paths import local_path
+from semid_udf.spark.api import build
 from semid_udf.spark.inputs import parquet_table_files, read_source
 from semid_udf.table.publish import run_assign
 
@@ -50,30 +51,49 @@ def tables(spark, tmp_path_factory):
     return root
 
 
+def ids_and_rejects(spark, ckpt, table: str, reader: str) -> tuple[list, list, dict]:
+    """What semid makes of ``table`` with ``reader``: ids, rejects (with their details) and
+    counts per reason, as the job computes them before it writes."""
+    src = read_source(spark, InputConfig(reader=reader), input_table=table)
+    assert (src.plan is not None) == (reader == "auto"), (table, reader)  # auto: the pyarrow reader
+    res = build(spark, src, ckpt, config())
+    try:
+        ids = sorted(tuple(r) for r in res.ids.select("item_id", "semantic_id", "embedding_hash").collect())
+        rejects = sorted((tuple(r) for r in res.rejects.collect()), key=repr)  # a null id is a reject too
+        return ids, rejects, dict(res.rejects_by_reason)
+    finally:
+        res.unpersist()
+
+
 @pytest.mark.parametrize("table", ["tr.ds", "tr.hive", "tr.parted"])
-def test_a_parquet_table_publishes_what_sparks_reader_does(spark, tiny_blob, tables, table):
+def test_a_parquet_table_gives_the_ids_and_rejects_sparks_reader_does(spark, tiny_blob, tables, table):
     fast_src = read_source(spark, InputConfig(), input_table=table)
     assert fast_src.plan is not None and fast_src.rows == 240  # the pyarrow reader, rows from the footers
     assert {f[0] for f in fast_src.plan.files} == {local_path(f) for f in spark.table(table).inputFiles()}
-    wh = str(tables / "wh")  # one warehouse for the module's databases
-    name = table.split(".")[1]
-    fast = run_assign(spark, config(), tiny_blob, table=f"trf.{name}", input_table=table, warehouse=wh)
-    slow = run_assign(spark, config(input={"reader": "spark"}), tiny_blob, table=f"trs.{name}", input_table=table,
+    fast, slow = ids_and_rejects(spark, tiny_blob, table, "auto"), ids_and_rejects(spark, tiny_blob, table, "spark")
+    assert fast == slow and len(fast[0]) == 240 - sum(fast[2].values())  # every row: an ID or a reject
+    assert set(fast[2]) == {"null_embedding", "wrong_length", "non_finite", "null_element", "null_item_id",
+                            "duplicate_conflict"}
+
+
+def test_a_parquet_table_publishes_what_sparks_reader_does(spark, tiny_blob, tables):
+    """The whole job over a table: the same published rows, rejects and counts."""
+    wh = str(tables / "wh")
+    fast = run_assign(spark, config(), tiny_blob, table="trf.ds", input_table="tr.ds", warehouse=wh)
+    slow = run_assign(spark, config(input={"reader": "spark"}), tiny_blob, table="trs.ds", input_table="tr.ds",
                       warehouse=wh)
     assert (fast.rows_in, fast.rows_out, fast.rows_rejected, fast.rejects_by_reason) == (
         slow.rows_in, slow.rows_out, slow.rows_rejected, slow.rejects_by_reason)
-    assert set(fast.rejects_by_reason) == {"null_embedding", "wrong_length", "non_finite", "null_element",
-                                           "null_item_id", "duplicate_conflict"}
 
     def published(t: str) -> list:
         return sorted(tuple(r) for r in spark.table(t).select("item_id", "semantic_id", "embedding_hash").collect())
 
     def rejects(t: str) -> list:
         return sorted((tuple(r) for r in spark.table(f"{t}_rejects").select("item_id", "reason", "detail").collect()),
-                      key=repr)  # a null id is a reject too
+                      key=repr)
 
-    assert published(f"trf.{name}") == published(f"trs.{name}") and len(published(f"trf.{name}")) == fast.rows_out
-    assert rejects(f"trf.{name}") == rejects(f"trs.{name}")
+    assert published("trf.ds") == published("trs.ds") and len(published("trf.ds")) == fast.rows_out
+    assert rejects("trf.ds") == rejects("trs.ds")
 
 
 def test_other_formats_and_views_stay_on_sparks_reader(spark, tables):
