@@ -14,6 +14,7 @@ commit leaves the previous commit in place.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import platform
@@ -130,7 +131,7 @@ class Encoding:
     def __init__(self, spark: SparkSession, cfg: JobConfig, ckpt: Checkpoint, source: Source, res: RunResult):
         self.spark, self.cfg, self.ckpt, self.source, self.res = spark, cfg, ckpt, source, res
         self.bg: Background | None = None
-        self.restore: Any = None  # the session setting to put back once no thread of ours plans with it
+        self.restore = contextlib.ExitStack()  # the session setting to put back once no thread of ours plans with it
         self.encoded: Encoded | None = None
         self.ids: SemanticIds | None = None
 
@@ -144,15 +145,12 @@ class Encoding:
     def _start(self) -> None:
         """Classic sessions, unsharded: in the background. The session setting the encode needs
         is set here, before its thread starts, and put back after it is joined."""
-        self.restore = session_conf(self.spark, *AQE_OFF)
-        self.restore.__enter__()
+        self.restore.enter_context(session_conf(self.spark, *AQE_OFF))
         self.bg = Background(self.spark, f"semid {self.res.run_id}: encoding", lambda group: self._encode(group=group))
         self.bg.wait_started()
 
     def _joined(self) -> None:
-        if self.restore is not None:
-            restore, self.restore = self.restore, None
-            restore.__exit__(None, None, None)
+        self.restore.close()  # once: a closed ExitStack has nothing left to undo
 
     def result(self, pub: Publication, step: Any) -> SemanticIds:
         try:

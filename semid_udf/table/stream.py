@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import time
+from dataclasses import dataclass
 from typing import Any, cast
 
 from pyspark.sql import DataFrame, SparkSession
@@ -105,10 +106,10 @@ def run_stream(spark: SparkSession, cfg: JobConfig, checkpoint: Any, *, table: s
         bind(spark, name, version=version, digest=digest, mode="full", timeout_s=timeout)  # before any batch
         bounded("creating the tables", timeout, lambda: ct.ensure_tables(spark, name, levels, id_type, location))
 
+        run = StreamRun(spark, cfg, ckpt, name, digest, checkpoint_location, lock, timeout, location)
+
         def batch(df: DataFrame, batch_id: int) -> None:
-            qid = query_id(df.sparkSession, checkpoint_location)
-            res = _batch(spark, cfg, ckpt, name, digest, df, batch_id, qid, checkpoint_location, lock, timeout,
-                         location)
+            res = run.batch(df, batch_id)
             if res is not None:
                 results.append(res)
 
@@ -136,58 +137,68 @@ def run_stream(spark: SparkSession, cfg: JobConfig, checkpoint: Any, *, table: s
     return results
 
 
-def _batch(spark: SparkSession, cfg: JobConfig, ckpt: Any, name: ct.TableName, digest: str, df: DataFrame,
-           batch_id: int, qid: str, checkpoint_location: str, lock: VersionLock, timeout: float,
-           location: str | None) -> RunResult | None:
-    version = ckpt.model_version
-    sid = stream_id(checkpoint_location, qid)
-    done = last_batch(spark, name, version, sid)
-    if done is not None and batch_id <= done:
-        log.info("micro-batch %d of stream %s is already committed (up to %d): nothing to do", batch_id, sid, done)
-        return None
-    return _with_unreadable_files(cfg, f"micro-batch {batch_id}", lambda: _publish_batch(
-        spark, cfg, ckpt, name, digest, df, StreamBatch(sid, batch_id), qid, checkpoint_location, lock, timeout,
-        location))
+@dataclass(frozen=True)
+class StreamRun:
+    """What every micro-batch of one stream publishes with: the stream's session, settings,
+    model and its digest, table, checkpoint location, the writer lock it holds, and bounds."""
 
+    spark: SparkSession
+    cfg: JobConfig
+    ckpt: Any
+    name: ct.TableName
+    digest: str
+    checkpoint_location: str
+    lock: VersionLock
+    timeout: float
+    location: str | None
 
-def _publish_batch(spark: SparkSession, cfg: JobConfig, ckpt: Any, name: ct.TableName, digest: str, df: DataFrame,
-                   at: StreamBatch, qid: str, checkpoint_location: str, lock: VersionLock, timeout: float,
-                   location: str | None) -> RunResult | None:
-    """One micro-batch, published with the commit's calls (:mod:`semid_udf.table.commit`) as an
-    append run (or the version's first run)."""
-    batch_id = at.batch_id
-    if df.isEmpty():  # the first read of the micro-batch's files
-        log.info("micro-batch %d of stream %s is empty: nothing to do", batch_id, at.stream_id)
-        return None
-    source = read_source(spark, cfg.input, frame=df)
-    pub = open_publication(spark, name, lock=lock, version=ckpt.model_version, digest=digest, mode=None,
-                           run_id=new_run_id(), id_type=source.id_type, levels=int(ckpt.model["levels"]),
-                           codebook_size=int(ckpt.model["codebook_size"]), location=location, timeout_s=timeout,
-                           stream=at, create_tables=False)
-    res = RunResult(run_id=pub.run_id, model_version=pub.version, table=str(name), mode=pub.mode)
-    step = Stages(spark, res)
-    t0 = time.perf_counter()
-    try:
-        step(f"micro-batch {batch_id}: encoding")
-        with pub:
-            ids = build(spark, source, ckpt, cfg, existing=pub.existing())
-            try:
-                written = pub.write(ids, rows_expected=ids.rows_in, limits=cfg.output,
-                                    embedding_col=cfg.input.embedding_col, step=step)
-                res.record(written, ids)
-            finally:
-                ids.unpersist()
-            res.timings["total"] = round(time.perf_counter() - t0, 3)
-            res.details["stream"] = {"checkpoint": checkpoint_location, "query_id": qid}
-            step(f"committing micro-batch {batch_id}")
-            pub.commit(written, res.commit_details(spark, cfg, ckpt))
-        step(f"committed micro-batch {batch_id}")
-        res.details.update(pub.clean(written))
-        log.info("micro-batch %d: %d rows in, %d new IDs, %d rejected", batch_id, res.rows_in, res.rows_new,
-                 res.rows_rejected)
-    finally:
-        step.close()
-    return res
+    def batch(self, df: DataFrame, batch_id: int) -> RunResult | None:
+        """Micro-batch ``batch_id``, unless the stream already committed it (a replay)."""
+        qid = query_id(df.sparkSession, self.checkpoint_location)
+        sid = stream_id(self.checkpoint_location, qid)
+        done = last_batch(self.spark, self.name, self.ckpt.model_version, sid)
+        if done is not None and batch_id <= done:
+            log.info("micro-batch %d of stream %s is already committed (up to %d): nothing to do", batch_id, sid, done)
+            return None
+        return _with_unreadable_files(self.cfg, f"micro-batch {batch_id}",
+                                      lambda: self._publish(df, StreamBatch(sid, batch_id), qid))
+
+    def _publish(self, df: DataFrame, at: StreamBatch, qid: str) -> RunResult | None:
+        """One micro-batch, published with the commit's calls (:mod:`semid_udf.table.commit`) as
+        an append run (or the version's first run)."""
+        spark, cfg, ckpt, batch_id = self.spark, self.cfg, self.ckpt, at.batch_id
+        if df.isEmpty():  # the first read of the micro-batch's files
+            log.info("micro-batch %d of stream %s is empty: nothing to do", batch_id, at.stream_id)
+            return None
+        source = read_source(spark, cfg.input, frame=df)
+        pub = open_publication(spark, self.name, lock=self.lock, version=ckpt.model_version, digest=self.digest,
+                               mode=None, run_id=new_run_id(), id_type=source.id_type,
+                               levels=int(ckpt.model["levels"]), codebook_size=int(ckpt.model["codebook_size"]),
+                               location=self.location, timeout_s=self.timeout, stream=at, create_tables=False)
+        res = RunResult(run_id=pub.run_id, model_version=pub.version, table=str(self.name), mode=pub.mode)
+        step = Stages(spark, res)
+        t0 = time.perf_counter()
+        try:
+            step(f"micro-batch {batch_id}: encoding")
+            with pub:
+                ids = build(spark, source, ckpt, cfg, existing=pub.existing())
+                try:
+                    written = pub.write(ids, rows_expected=ids.rows_in, limits=cfg.output,
+                                        embedding_col=cfg.input.embedding_col, step=step)
+                    res.record(written, ids)
+                finally:
+                    ids.unpersist()
+                res.timings["total"] = round(time.perf_counter() - t0, 3)
+                res.details["stream"] = {"checkpoint": self.checkpoint_location, "query_id": qid}
+                step(f"committing micro-batch {batch_id}")
+                pub.commit(written, res.commit_details(spark, cfg, ckpt))
+            step(f"committed micro-batch {batch_id}")
+            res.details.update(pub.clean(written))
+            log.info("micro-batch %d: %d rows in, %d new IDs, %d rejected", batch_id, res.rows_in, res.rows_new,
+                     res.rows_rejected)
+        finally:
+            step.close()
+        return res
 
 
 # A file of the stream's folder that cannot be read: Spark names it in its error.
