@@ -1,6 +1,7 @@
 """A real Spark standalone cluster on 127.0.0.1 (master + two workers, from pyspark's own
-scripts): the assign job gives the same table as local mode, also when a worker is killed
-mid-job."""
+scripts), one for the module: an imported model ships with --py-files; the assign job gives
+the same table as local mode, also when a worker is killed mid-job (the last test: it leaves
+the cluster one worker)."""
 from __future__ import annotations
 
 import json
@@ -16,7 +17,9 @@ from pathlib import Path
 import pytest
 
 from .conftest import ROOT, clustered
-from .spark_helpers import published_files, write_input
+from semid_udf.table.publish import run_assign
+
+from .spark_helpers import config, published_files, write_input
 
 BIN = Path(sys.executable).parent
 
@@ -37,8 +40,13 @@ def env(**extra):
     return dict(os.environ, PYSPARK_PYTHON=sys.executable, SPARK_LOCAL_IP="127.0.0.1", **extra)
 
 
-@pytest.fixture
-def cluster(tmp_path):
+# One cluster for both tests: on one pytest-xdist worker, so its start is paid once.
+pytestmark = pytest.mark.xdist_group("cluster")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("cluster")
     port, ui = free_port(), free_port()
     logs = tmp_path / "logs"
     logs.mkdir()
@@ -72,44 +80,6 @@ def cluster(tmp_path):
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
         p.wait()
-
-
-def test_standalone_cluster_with_a_killed_worker_matches_local_mode(cluster, tiny_checkpoint, tmp_path):
-    master, workers = cluster
-    x = clustered(2000, 16, seed=61)
-    inp = write_input(tmp_path / "in", list(range(2000)), [list(map(float, v)) for v in x], files=4)
-    args = ["jobs/assign_semantic_ids.py", "--input", str(inp), "--checkpoint", str(tiny_checkpoint),
-            "--table", "clu.ids", "--set", "encode.micro_batch=64", "--set", "output.arrow_batch=64"]
-    import tempfile
-
-    from .faults import MARKER
-
-    marker = Path(tempfile.gettempdir()) / MARKER
-    marker.unlink(missing_ok=True)
-    job = subprocess.Popen(
-        [spark_bin("spark-submit"), "--master", master, "--conf", "spark.executor.memory=1g",
-         "--conf", "spark.sql.shuffle.partitions=4",
-         "--py-files", str(ROOT / "tests" / "faults.py"),
-         *args, "--warehouse", str(tmp_path / "wh_cluster"),
-         "--set", "plugin.factory=faults:slow", "--set", "plugin.layout=batch_major"],
-        cwd=ROOT, env=env(), stdout=open(tmp_path / "job.out", "w"), stderr=open(tmp_path / "job.err", "w"))
-    # (files, not pipes: a driver logging into a pipe nobody reads blocks once the pipe is full)
-    deadline = time.time() + 900
-    while not marker.exists() and job.poll() is None and time.time() < deadline:
-        time.sleep(0.1)
-    assert marker.exists(), (tmp_path / "job.err").read_text()[-3000:]
-    time.sleep(1.0)
-    os.killpg(workers[0].pid, signal.SIGKILL)  # the worker and its executor, mid-job
-    job.wait(timeout=600)
-    assert job.returncode == 0, (tmp_path / "job.err").read_text()[-3000:]
-    assert "rows in          2000" in (tmp_path / "job.out").read_text()
-
-    local = subprocess.run([spark_bin("spark-submit"), "--master", "local[2]",
-                            "--conf", "spark.sql.shuffle.partitions=4", *args,
-                            "--warehouse", str(tmp_path / "wh_local")], cwd=ROOT, env=env(), capture_output=True,
-                           text=True, timeout=600)
-    assert local.returncode == 0, local.stderr[-3000:]
-    assert published_files(tmp_path / "wh_cluster", "clu.ids") == published_files(tmp_path / "wh_local", "clu.ids")
 
 
 def test_an_imported_model_ships_to_the_executors_with_py_files(cluster, tmp_path, monkeypatch):
@@ -150,3 +120,40 @@ def test_an_imported_model_ships_to_the_executors_with_py_files(cluster, tmp_pat
         codes = model.get_codes(torch.from_numpy(np.ascontiguousarray(x[:300]))).numpy()
     assert published_ids(tmp_path / "wh", "byo.ids", res.model_version) == {
         i: tuple(int(v) for v in row) for i, row in zip(ids, codes)}
+
+
+def test_standalone_cluster_with_a_killed_worker_matches_local_mode(cluster, spark, tiny_blob, tiny_checkpoint,
+                                                                    tmp_path):
+    master, workers = cluster
+    x = clustered(2000, 16, seed=61)
+    inp = write_input(tmp_path / "in", list(range(2000)), [list(map(float, v)) for v in x], files=4)
+    args = ["jobs/assign_semantic_ids.py", "--input", str(inp), "--checkpoint", str(tiny_checkpoint),
+            "--table", "clu.ids", "--set", "encode.micro_batch=64", "--set", "output.arrow_batch=64"]
+    import tempfile
+
+    from .faults import MARKER
+
+    marker = Path(tempfile.gettempdir()) / MARKER
+    marker.unlink(missing_ok=True)
+    job = subprocess.Popen(
+        [spark_bin("spark-submit"), "--master", master, "--conf", "spark.executor.memory=1g",
+         "--conf", "spark.sql.shuffle.partitions=4",
+         "--py-files", str(ROOT / "tests" / "faults.py"),
+         *args, "--warehouse", str(tmp_path / "wh_cluster"),
+         "--set", "plugin.factory=faults:slow", "--set", "plugin.layout=batch_major"],
+        cwd=ROOT, env=env(), stdout=open(tmp_path / "job.out", "w"), stderr=open(tmp_path / "job.err", "w"))
+    # (files, not pipes: a driver logging into a pipe nobody reads blocks once the pipe is full)
+    deadline = time.time() + 900
+    while not marker.exists() and job.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    assert marker.exists(), (tmp_path / "job.err").read_text()[-3000:]
+    time.sleep(1.0)
+    os.killpg(workers[0].pid, signal.SIGKILL)  # the worker and its executor, mid-job
+    job.wait(timeout=600)
+    assert job.returncode == 0, (tmp_path / "job.err").read_text()[-3000:]
+    assert "rows in          2000" in (tmp_path / "job.out").read_text()
+
+    # local mode: the library in this process, without the slow plug-in (the same model's codes)
+    run_assign(spark, config(output={"arrow_batch": 64}), tiny_blob, table="clulocal.ids", input_path=str(inp),
+               warehouse=str(tmp_path / "wh_local"))
+    assert published_files(tmp_path / "wh_cluster", "clu.ids") == published_files(tmp_path / "wh_local", "clulocal.ids")

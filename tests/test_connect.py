@@ -55,19 +55,31 @@ def small_input(tmp_path_factory):
     return write_input(root / "in", ids, vecs, files=3)
 
 
-def test_assign_on_connect_gives_the_classic_table_rejects_and_counts(connect_url, tiny_checkpoint, small_input,
-                                                                      tmp_path):
-    args = ["--input", str(small_input), "--checkpoint", str(tiny_checkpoint), "--table", "conn.ids",
+def assign_args(small_input: Path, checkpoint: Path, table: str) -> list[str]:
+    return ["--input", str(small_input), "--checkpoint", str(checkpoint), "--table", table,
             "--set", "encode.micro_batch=64"]
-    job("semid-assign", [*args, "--warehouse", str(tmp_path / "classic")])
+
+
+@pytest.fixture(scope="module")
+def classic_run(small_input, tiny_checkpoint, tmp_path_factory) -> Path:
+    """The console script's run on a classic session (table conn.ids): the warehouse the
+    Connect runs are compared with."""
+    wh = tmp_path_factory.mktemp("conn_classic") / "wh"
+    job("semid-assign", [*assign_args(small_input, tiny_checkpoint, "conn.ids"), "--warehouse", str(wh)])
+    return wh
+
+
+def test_assign_on_connect_gives_the_classic_table_rejects_and_counts(connect_url, tiny_checkpoint, small_input,
+                                                                      classic_run, tmp_path):
+    args = assign_args(small_input, tiny_checkpoint, "conn.ids")
     r = job("semid-assign", [*args, "--warehouse", str(tmp_path / "connect")], remote=connect_url)
     assert "rows in          502" in r.stdout
-    assert published_files(tmp_path / "connect", "conn.ids") == published_files(tmp_path / "classic", "conn.ids")
-    assert rejects(tmp_path / "connect", "conn.ids") == rejects(tmp_path / "classic", "conn.ids")
-    reasons = {reason for _, reason, _ in rejects(tmp_path / "classic", "conn.ids")}
+    assert published_files(tmp_path / "connect", "conn.ids") == published_files(classic_run, "conn.ids")
+    assert rejects(tmp_path / "connect", "conn.ids") == rejects(classic_run, "conn.ids")
+    reasons = {reason for _, reason, _ in rejects(classic_run, "conn.ids")}
     assert reasons == {"null_embedding", "wrong_length", "non_finite_latent", "duplicate_identical",
                        "duplicate_conflict"}
-    a, b = complete_run(tmp_path / "classic", "conn.ids"), complete_run(tmp_path / "connect", "conn.ids")
+    a, b = complete_run(classic_run, "conn.ids"), complete_run(tmp_path / "connect", "conn.ids")
     for k in ("model_version", "rows_in", "rows_out", "rows_rejected", "rows_new", "model_digest"):
         assert a[k] == b[k], k
     da, db = json.loads(a["details"]), json.loads(b["details"])
@@ -75,38 +87,48 @@ def test_assign_on_connect_gives_the_classic_table_rejects_and_counts(connect_ur
     assert (da["session"], db["session"]) == ("classic", "connect")
 
 
-def test_the_issues_own_command_with_a_local_connect_server(tiny_checkpoint, small_input, tmp_path):
+def test_the_issues_own_command_with_a_local_connect_server(tiny_checkpoint, small_input, classic_run, tmp_path):
     """SPARK_REMOTE=local[2]: pyspark starts a Connect server inside the job's process."""
-    args = ["--input", str(small_input), "--checkpoint", str(tiny_checkpoint), "--table", "p.c",
-            "--set", "encode.micro_batch=64"]
-    job("semid-assign", [*args, "--warehouse", str(tmp_path / "wh")], remote="local[2]")
-    job("semid-assign", [*args, "--warehouse", str(tmp_path / "classic")])
-    assert published_files(tmp_path / "wh", "p.c") == published_files(tmp_path / "classic", "p.c")
+    job("semid-assign", [*assign_args(small_input, tiny_checkpoint, "p.c"), "--warehouse", str(tmp_path / "wh")],
+        remote="local[2]")
+    assert published_files(tmp_path / "wh", "p.c") == published_files(classic_run, "conn.ids")
 
 
-def test_train_and_report_on_connect_equal_classic(connect_url, small_input, tmp_path):
+def test_train_and_report_on_connect_equal_classic(connect_url, spark, small_input, tmp_path):
+    """semid-train and semid-report as Connect clients give the checkpoint and the report that
+    the same commands' library calls give on this process's classic session."""
+    from semid_udf.cli import common as cli_common
+    from semid_udf.cli import report, train_rqvae
+    from semid_udf.model.checkpoint import read_checkpoint
+
     common = ["--input", str(small_input), "--set", "model.hidden_dims=[32]", "--set", "model.latent_dim=8",
               "--set", "model.levels=3", "--set", "model.codebook_size=16", "--set", "train.epochs=2",
               "--set", "train.kmeans_iters=5", "--set", "train.threads=1"]
-    job("semid-train", [*common, "--checkpoint", str(tmp_path / "ck_classic")])
+    args = train_rqvae.parser().parse_args([*common, "--checkpoint", str(tmp_path / "ck_classic")])
+    train_rqvae.train(spark, cli_common.load(args), args.checkpoint, args.input)
     job("semid-train", [*common, "--checkpoint", str(tmp_path / "ck_connect")], remote=connect_url)
     a = json.loads((tmp_path / "ck_classic" / "config.json").read_text())
     b = json.loads((tmp_path / "ck_connect" / "config.json").read_text())
     assert a["model_version"] == b["model_version"] and a["weights_sha256"] == b["weights_sha256"]
     rep = ["--input", str(small_input), "--checkpoint", str(tmp_path / "ck_classic"), "--rows", "400",
            "--nn-sample", "300"]
-    job("semid-report", [*rep, "--out", str(tmp_path / "rep_classic")])
+    args = report.parser().parse_args([*rep, "--out", str(tmp_path / "rep_classic")])
+    report.compare(spark, cli_common.load(args), [read_checkpoint(c) for c in args.checkpoint], args.out, args.input,
+                   None, args.rows, args.nn_sample, names=list(args.checkpoint))
     job("semid-report", [*rep, "--out", str(tmp_path / "rep_connect")], remote=connect_url)
     ra = json.loads((tmp_path / "rep_classic" / "report.json").read_text())
     rb = json.loads((tmp_path / "rep_connect" / "report.json").read_text())
     assert ra == rb
 
 
+ANY_LINE = re.compile(r"encoding: [\d,]+ of [\d,]+ rows \(")
 LINE = re.compile(r"encoding: ([\d,]+) of 200,000 rows \((\d+)%\), ([\d,]+) items/s, (ETA \d+ s|done)")
 
 
 @pytest.mark.parametrize("session", ["classic", "connect"])
-def test_progress_of_a_200k_row_run(request, session, tiny_checkpoint, tmp_path_factory):
+def test_progress_of_a_200k_row_run(request, session, tiny_checkpoint, tmp_path_factory, caplog):
+    """The encode's progress lines (rate, ETA, done): from the job as a Connect client, and from
+    the library in this process on its classic session (the same logger the job writes to)."""
     root = tmp_path_factory.mktemp(f"progress_{session}")
     import numpy as np
     import pyarrow as pa
@@ -123,12 +145,28 @@ def test_progress_of_a_200k_row_run(request, session, tiny_checkpoint, tmp_path_
             "--set", "spark.spark.sql.files.maxPartitionBytes=1m"]
     if remote:  # a running server takes runtime settings only: the read tasks are sized by the session's setting
         args[-1] = "spark.spark.sql.files.maxPartitionBytes=1048576"
-    r = job("semid-assign", args, remote=remote)
-    lines = [m for m in (LINE.search(ln) for ln in r.stderr.splitlines()) if m]
-    assert lines, r.stderr[-3000:]
+    if remote:
+        logged = job("semid-assign", args, remote=remote).stderr
+    else:
+        from semid_udf.config import JobConfig, merge
+        from semid_udf.model.checkpoint import read_checkpoint
+        from semid_udf.table.publish import run_assign
+
+        spark = request.getfixturevalue("spark")
+        caplog.set_level("INFO", logger="semid_udf")
+        spark.conf.set("spark.sql.files.maxPartitionBytes", "1m")
+        try:
+            run_assign(spark, merge(JobConfig(), {"encode": {"progress_s": 0.5}}).validate(),
+                       read_checkpoint(tiny_checkpoint), table="prog.ids", input_path=str(root / "in"),
+                       warehouse=str(root / "wh"))
+        finally:
+            spark.conf.unset("spark.sql.files.maxPartitionBytes")
+        logged = caplog.text
+    lines = [m for m in (LINE.search(ln) for ln in logged.splitlines()) if m]
+    assert lines, logged[-3000:]
     assert lines[-1].group(4) == "done" and lines[-1].group(1) == "200,000"
     assert any(0 < int(m.group(1).replace(",", "")) < 200_000 and m.group(4).startswith("ETA") for m in lines), \
         [m.group(0) for m in lines]
-    if remote:  # -q: no progress (the same code on a classic session)
-        quiet = job("semid-assign", [*args, "-q"], remote=remote)
-        assert not LINE.search(quiet.stderr)
+    if remote:  # -q: no progress, not even the "done" line every run logs (the same code on a classic session)
+        quiet = job("semid-assign", ["--input", str(root / "in" / "0.parquet"), *args[2:], "-q"], remote=remote)
+        assert not ANY_LINE.search(quiet.stderr)

@@ -125,22 +125,24 @@ def test_same_ids_whatever_the_batching_and_partitioning(spark, tiny_blob, data,
 
 
 @pytest.mark.parametrize("batch, row_group", [(1, 17), (100, 400)])
-def test_same_ids_whatever_the_read_units(spark, tiny_blob, data, published, tmp_path, batch, row_group):
+def test_same_ids_whatever_the_read_units(spark, tiny_blob, data, published, tmp_path, caplog, batch, row_group):
     """The pyarrow reader: one task per row group (17 rows) or per file, any batch size."""
     import pyarrow.dataset as ds
     import pyarrow.parquet as pq
 
     res, wh = published
+    caplog.set_level("INFO", logger="semid_udf")
     inp = tmp_path / "regrouped"
     inp.mkdir()
     pq.write_table(ds.dataset(str(data[2])).to_table(), inp / "all.parquet", row_group_size=row_group)
-    spark.conf.set("spark.sql.files.maxPartitionBytes", "1")  # each row group its own task
+    spark.conf.set("spark.sql.files.maxPartitionBytes", "64k")  # under one file's open cost: each row group its own task
     try:
         name = f"contract.sids_rg{row_group}_b{batch}"
         run_assign(spark, config(output={"arrow_batch": batch}), tiny_blob, table=name, input_path=str(inp),
                    warehouse=str(wh))
     finally:
         spark.conf.unset("spark.sql.files.maxPartitionBytes")
+    assert f"{N} rows in 1 files, {-(-N // row_group)} read tasks" in caplog.text
     pd.testing.assert_frame_equal(table_rows(spark, name, res.model_version),
                                   table_rows(spark, "contract.sids", res.model_version))
 
