@@ -114,8 +114,11 @@ class SemanticIds:
         return iter((self.ids, self.rejects))
 
     def unpersist(self) -> None:
+        """Drop the cached rows, waiting until they are gone (as every unpersist in semid does):
+        the memory is free for what follows, and no late Spark line about a block that was never
+        stored (a run that failed while caching) is logged after the run's last line."""
         for df in self._cached:
-            df.unpersist()
+            df.unpersist(blocking=True)
         self._cached.clear()
 
 
@@ -196,10 +199,10 @@ def encode_rows(spark: SparkSession, source: Source, ckpt: Checkpoint, cfg: JobC
             c = ix.classify_duplicates(c).persist(StorageLevel.MEMORY_AND_DISK)
             cached.append(c)
             counts = {r["reason"]: int(r["count"]) for r in c.groupBy("reason").count().collect()}
-            cached.pop(0).unpersist()
+            cached.pop(0).unpersist(blocking=True)
     except BaseException:
         for d in cached:
-            d.unpersist()
+            d.unpersist(blocking=True)
         raise
     return Encoded(c, counts, cached)
 
@@ -257,5 +260,5 @@ def build(spark: SparkSession, source: Source, ckpt: Checkpoint, cfg: JobConfig,
         return ids_of(spark, enc, ckpt, cfg, source.id_type, existing=existing, files=files)
     except BaseException:
         for d in enc.cached:
-            d.unpersist()
+            d.unpersist(blocking=True)
         raise

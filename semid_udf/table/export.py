@@ -148,10 +148,10 @@ def export(spark: SparkSession, name: ct.TableName, out: str, version: str | Non
                                 ("items", pa.int64())])
         _mkdir(f"{out}/prefixes")
         pre_files = write_files(prefixes, f"{out}/prefixes", ["prefix"], n_prefixes, pre_schema)
-        prefixes.unpersist()
+        prefixes.unpersist(blocking=True)
         max_suffix = int(cast(Row, rows.agg(F.max("sid_suffix")).first())[0])  # an aggregate: one row
     finally:
-        tok.unpersist()
+        tok.unpersist(blocking=True)
     vocab = {"table": str(name), "model_version": version, "levels": levels, "codebook_size": size,
              "max_suffix": max_suffix, "offsets": {**{f"level_{i}": i * size for i in range(levels)},
                                                    "suffix": levels * size},

@@ -191,7 +191,7 @@ class Encoding:
             self.ids.unpersist()
         elif self.encoded is not None:
             for d in self.encoded.cached:
-                d.unpersist()
+                d.unpersist(blocking=True)
 
 
 def start_encode(spark: SparkSession, cfg: JobConfig, ckpt: Checkpoint, source: Source, res: RunResult) -> Encoding:
