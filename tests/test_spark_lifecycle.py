@@ -212,3 +212,26 @@ def test_session_conf_is_restored(spark):
         with session_conf(spark, "spark.semid.test.unset", "x"):
             raise RuntimeError("body failed")
     assert spark.conf.get("spark.semid.test.unset", None) is None
+
+
+def test_a_cancelled_background_action_has_no_task_left_running(spark):
+    """A failed run cancels its encode and then writes its error as its last line: when cancel
+    returns, none of the action's tasks still runs (Spark's lines about killed tasks come first)."""
+    import time
+
+    def slow(batches):
+        for b in batches:
+            time.sleep(30)
+            yield b
+
+    bg = Background(spark, "slow", lambda group: spark.range(0, 4, 1, 2).mapInPandas(slow, "id long").collect())
+    bg.wait_started()
+    tracker = spark.sparkContext.statusTracker()
+    deadline = time.monotonic() + 60
+    stages: list[int] = []
+    while not stages or not any(tracker.getStageInfo(s).numActiveTasks for s in stages):  # tasks running
+        assert time.monotonic() < deadline
+        stages = [s for j in tracker.getJobIdsForGroup(bg.group) for s in tracker.getJobInfo(j).stageIds]
+        time.sleep(0.05)
+    bg.cancel()
+    assert all((info := tracker.getStageInfo(s)) is None or info.numActiveTasks == 0 for s in stages)

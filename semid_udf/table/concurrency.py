@@ -101,8 +101,20 @@ class Background:
             raise self.error
         return self.value
 
-    def cancel(self) -> None:
-        """Stop the action if it still runs (the main thread failed or finished with it)."""
-        if not self.done:
-            self.sc.cancelJobGroup(self.group)
+    def cancel(self, settle_s: float = 10.0) -> None:
+        """Stop the action if it still runs (the main thread failed or finished with it). Its
+        job fails at once, but its tasks are killed asynchronously: wait (at most ``settle_s``)
+        until none of them runs, so that Spark's lines about them come before whatever the
+        caller logs next (a failed run's last line is its error)."""
+        if self.done:
+            self.thread.join()
+            return
+        self.sc.cancelJobGroup(self.group)
         self.thread.join()
+        tracker = self.sc.statusTracker()
+        stages = [s for j in tracker.getJobIdsForGroup(self.group) if (job := tracker.getJobInfo(j)) is not None
+                  for s in job.stageIds]
+        deadline = time.monotonic() + settle_s
+        while time.monotonic() < deadline and any(
+                (info := tracker.getStageInfo(s)) is not None and info.numActiveTasks > 0 for s in stages):
+            time.sleep(0.05)
