@@ -80,18 +80,39 @@ def test_files_are_sorted_by_codes(spark, tiny_blob, vectors, tmp_path):
     assert all(ranges[i][1] < ranges[i + 1][0] for i in range(len(ranges) - 1)), "files overlap in code ranges"
 
 
+def view_created(spark, table: str) -> dict[str, str]:
+    """When each of ``table``'s views was (last) created: DESCRIBE's creation time, in seconds."""
+    out = {}
+    for view in (table, f"{table}_versions", f"{table}_latest", f"{table}_tokens"):
+        rows = spark.sql(f"DESCRIBE TABLE EXTENDED {view}").collect()
+        out[view] = next(r["data_type"] for r in rows if r["col_name"] == "Created Time")
+    return out
+
+
 def test_append_keeps_published_rows_and_gives_new_items_fresh_ids(spark, tiny_blob, vectors, tmp_path):
+    """Also: Spark replaces a view by dropping and creating it, so a reader during a commit could
+    find no view; a run that finds the views as it would define them leaves them in place (the
+    same creation time), and puts back a view defined otherwise."""
+    import time
+
     wh = tmp_path / "wh"
     vecs = [list(map(float, v)) for v in vectors]
     first = write_input(tmp_path / "day1", list(range(200)), vecs[:200])
     run_assign(spark, config(), tiny_blob, table="lifea.a", input_path=str(first), warehouse=str(wh))
     before = spark.table("lifea.a").toPandas().sort_values("item_id").reset_index(drop=True)
+    views = view_created(spark, "lifea.a")
+    spark.sql("CREATE OR REPLACE VIEW lifea.a_tokens AS SELECT 1 AS x")
+    time.sleep(1.1)  # creation times are in seconds
     changed = [[v + 0.5 for v in vec] for vec in vecs[:10]]  # items 0-9 arrive with new embeddings
     second = write_input(tmp_path / "day2", list(range(300)), changed + vecs[10:])
     res = run_assign(spark, config(), tiny_blob, table="lifea.a", input_path=str(second), warehouse=str(wh),
                      mode="append")
     assert (res.rows_in, res.rows_new, res.rows_out, res.rows_rejected) == (300, 100, 300, 0)
     assert res.details["rows_embedding_changed"] == 10
+    now = view_created(spark, "lifea.a")
+    assert now.pop("lifea.a_tokens") != views.pop("lifea.a_tokens")  # put back
+    assert now == views  # left in place
+    assert spark.table("lifea.a_tokens").columns == ["item_id", "semantic_id", "tokens", "model_version"]
     after = spark.table("lifea.a").toPandas().sort_values("item_id").reset_index(drop=True)
     old = after[after.item_id < 200].reset_index(drop=True)
     pd.testing.assert_frame_equal(old, before)  # byte-identical, run_id and hash included
@@ -235,3 +256,4 @@ def test_a_cancelled_background_action_has_no_task_left_running(spark):
         time.sleep(0.05)
     bg.cancel()
     assert all((info := tracker.getStageInfo(s)) is None or info.numActiveTasks == 0 for s in stages)
+

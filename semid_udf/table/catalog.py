@@ -171,8 +171,7 @@ def create_views(spark: SparkSession, name: TableName, levels: int, id_type: str
     cols = ", ".join(f"d.`{c}`" for c in sc.published(levels, id_type).names)
     # A version's committed state is its complete row with the highest seq (commits of one
     # version are serialised by the writer lock, so seq orders them; COMMIT_ORDER breaks ties).
-    spark.sql(f"""
-        CREATE OR REPLACE VIEW {name.q()} AS
+    _ensure_view(spark, name, "", f"""
         WITH commits AS (
           SELECT model_version, segments,
                  row_number() OVER (PARTITION BY model_version ORDER BY {COMMIT_ORDER_SQL}) AS rn
@@ -180,8 +179,7 @@ def create_views(spark: SparkSession, name: TableName, levels: int, id_type: str
         live AS (SELECT model_version, explode(segments) AS run_id FROM commits WHERE rn = 1)
         SELECT {cols} FROM {d} d LEFT SEMI JOIN live l
           ON d.model_version = l.model_version AND d.run_id = l.run_id""")
-    spark.sql(f"""
-        CREATE OR REPLACE VIEW {name.q('_versions')} AS
+    _ensure_view(spark, name, "_versions", f"""
         WITH runs AS (
           SELECT run_id, model_version, first(mode) AS mode, min(started_at) AS started_at,
                  max(finished_at) AS finished_at,
@@ -202,21 +200,33 @@ def create_views(spark: SparkSession, name: TableName, levels: int, id_type: str
                run_status AS last_run_status, run_id AS last_run_id, mode AS last_run_mode,
                started_at, finished_at, rows_in, rows_out, rows_rejected, last_complete_at, last_seq
         FROM ranked WHERE rn = 1""")
-    spark.sql(f"""
-        CREATE OR REPLACE VIEW {name.q('_latest')} AS
+    _ensure_view(spark, name, "_latest", f"""
         SELECT t.* FROM {name.q()} t
         WHERE t.model_version = (
           SELECT max_by(model_version, struct(finished_at, seq, run_id)) FROM {m} WHERE status = 'complete')""")
     # The latest version's IDs as a generative model's tokens: level l's code c is token
     # l * codebook_size + c, the suffix s is token levels * codebook_size + s (as semid-export).
     tokens = ", ".join([f"t.`sid_{i}` + {i} * k.size" for i in range(levels)] + [f"t.sid_suffix + {levels} * k.size"])
-    spark.sql(f"""
-        CREATE OR REPLACE VIEW {name.q('_tokens')} AS
+    _ensure_view(spark, name, "_tokens", f"""
         WITH k AS (
           SELECT DISTINCT model_version, CAST(get_json_object(details, '$.model.codebook_size') AS INT) AS size
           FROM {m} WHERE status = 'complete')
         SELECT t.item_id, t.semantic_id, array({tokens}) AS tokens, t.model_version
         FROM {name.q('_latest')} t JOIN k ON t.model_version = k.model_version""")
+
+
+def _ensure_view(spark: SparkSession, name: TableName, suffix: str, select: str) -> None:
+    """View ``name + suffix`` as ``select``, created only when it is absent or defined
+    otherwise (by an earlier semid): Spark replaces a view by dropping it and creating it
+    again, so a reader between the two would find no view; an unchanged view is left alone."""
+    if spark.catalog.tableExists(name.name(suffix)) and _view_text(spark, name.q(suffix)) == " ".join(select.split()):
+        return
+    spark.sql(f"CREATE OR REPLACE VIEW {name.q(suffix)} AS {select}")
+
+
+def _view_text(spark: SparkSession, qname: str) -> str | None:
+    rows = [r for r in spark.sql(f"DESCRIBE TABLE EXTENDED {qname}").collect() if r["col_name"] == "View Text"]
+    return " ".join(rows[0]["data_type"].split()) if rows else None
 
 
 def location_of(spark: SparkSession, qname: str) -> str:
