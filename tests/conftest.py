@@ -73,7 +73,7 @@ def spark(tmp_path_factory):
         .config("spark.default.parallelism", "2")
         .config("spark.sql.warehouse.dir", str(wh))
         .config("spark.hadoop.javax.jdo.option.ConnectionURL", f"jdbc:derby:;databaseName={base}/metastore_db;create=true")
-        .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={base}")
+        .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={base} -Dderby.system.durability=test")
         .enableHiveSupport()
         .getOrCreate()
     )
