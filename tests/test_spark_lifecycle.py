@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from semid_udf.spark.api import session_conf
+from semid_udf.spark.progress import group_stages
 from semid_udf.table.concurrency import Background
 from semid_udf.table.publish import run_assign
 from semid_udf.model.checkpoint import read_checkpoint, save_checkpoint
@@ -249,11 +250,9 @@ def test_a_cancelled_background_action_has_no_task_left_running(spark):
     bg.wait_started()
     tracker = spark.sparkContext.statusTracker()
     deadline = time.monotonic() + 60
-    stages: list[int] = []
-    while not stages or not any(tracker.getStageInfo(s).numActiveTasks for s in stages):  # tasks running
+    while not any(st.numActiveTasks for st in group_stages(tracker, bg.group)):  # its tasks are running
         assert time.monotonic() < deadline
-        stages = [s for j in tracker.getJobIdsForGroup(bg.group) for s in tracker.getJobInfo(j).stageIds]
         time.sleep(0.05)
     bg.cancel()
-    assert all((info := tracker.getStageInfo(s)) is None or info.numActiveTasks == 0 for s in stages)
+    assert not any(st.numActiveTasks for st in group_stages(tracker, bg.group))
 

@@ -77,15 +77,9 @@ class Progress:
 
     def _poll_classic(self) -> None:
         tracker = self.spark.sparkContext.statusTracker()  # classic sessions only
+        group = cast(str, self.group)  # __enter__ polls only with a group
         while not self._stop.wait(1.0 if self.tty else min(1.0, self.interval_s)):
-            stages = []
-            for job in tracker.getJobIdsForGroup(self.group):
-                info = tracker.getJobInfo(job)
-                for sid in (info.stageIds if info else []):
-                    st = tracker.getStageInfo(sid)
-                    if st is not None:
-                        stages.append((st.numTasks, st.numCompletedTasks))
-            self._update(stages)
+            self._update([(st.numTasks, st.numCompletedTasks) for st in group_stages(tracker, group)])
             self._emit()
 
     def _connect_handler(self, stages: Any = None, inflight_tasks: int = 0, operation_id: Any = None,
@@ -121,3 +115,10 @@ class Progress:
             self._emit(final=True)
         elif self.tty:
             self.stream.write("\n")
+
+
+def group_stages(tracker: Any, group: str) -> list[Any]:
+    """What Spark's status tracker knows of the stages of job group ``group``'s jobs (their
+    ``SparkStageInfo``; classic sessions only)."""
+    return [st for j in tracker.getJobIdsForGroup(group) if (job := tracker.getJobInfo(j)) is not None
+            for s in job.stageIds if (st := tracker.getStageInfo(s)) is not None]

@@ -19,6 +19,7 @@ from pyspark.sql import SparkSession
 
 from semid_udf.errors import MetastoreTimeoutError
 from semid_udf.spark.files import is_connect
+from semid_udf.spark.progress import group_stages
 
 log = logging.getLogger(__name__)
 
@@ -112,9 +113,6 @@ class Background:
         self.sc.cancelJobGroup(self.group)
         self.thread.join()
         tracker = self.sc.statusTracker()
-        stages = [s for j in tracker.getJobIdsForGroup(self.group) if (job := tracker.getJobInfo(j)) is not None
-                  for s in job.stageIds]
         deadline = time.monotonic() + settle_s
-        while time.monotonic() < deadline and any(
-                (info := tracker.getStageInfo(s)) is not None and info.numActiveTasks > 0 for s in stages):
+        while time.monotonic() < deadline and any(st.numActiveTasks for st in group_stages(tracker, self.group)):
             time.sleep(0.05)
