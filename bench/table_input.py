@@ -1,8 +1,10 @@
 """The job's rate by input kind, on the same rows: a local path, the same folder as a
 ``file:`` URI, and a Parquet metastore table (read by pyarrow from the files its catalog names,
-and, for comparison, by Spark's reader as before).
+and, for comparison, by Spark's reader as before); the URI and the table again with their files
+fetched by Spark (``input.fetch=spark``: how an ``s3a://`` or ``abfss://`` input is read), and
+the URI by Spark's reader (how such inputs were read before).
 
-    python bench/table_input.py [--n 1000000] [--dim 768] [--repeat 3] [--tag table_input_n1m_d768]
+    python bench/table_input.py [--n 1000000] [--dim 768] [--repeat 3] [--kinds NAME ...] [--tag ...]
 
 Uses bench/run.py's data and checkpoint. The table is registered once in the run's warehouse
 (``CREATE TABLE ... USING parquet LOCATION <data>``); every run publishes into a table of its
@@ -55,6 +57,7 @@ def main() -> int:
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--tag", default=None)
     p.add_argument("--data-dir", default=str(ROOT / "bench" / "data"))
+    p.add_argument("--kinds", nargs="*", help="only these kinds (and the local path), by their names in the table")
     p.add_argument("--register", nargs=2, metavar=("WH", "DATA"), help=argparse.SUPPRESS)
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
@@ -71,12 +74,20 @@ def main() -> int:
     shutil.rmtree(wh.parent, ignore_errors=True)
     wh.mkdir(parents=True)
     table = register(wh, data)
+    uri = data.resolve().as_uri()
     kinds = {
         "local path": ["--input", str(data)],
-        "file: URI": ["--input", data.resolve().as_uri()],
+        "file: URI": ["--input", uri],
         "table, pyarrow reader": ["--input-table", table],
         "table, Spark's reader (before)": ["--input-table", table, "--set", "input.reader=spark"],
+        # a file: URI forced through the path an s3a:// or abfss:// input takes: Spark's binaryFile
+        # source fetches whole files, pyarrow decodes them in the tasks
+        "URI, files fetched by Spark": ["--input", uri, "--set", "input.fetch=spark"],
+        "URI, Spark's reader (before)": ["--input", uri, "--set", "input.reader=spark"],
+        "table, files fetched by Spark": ["--input-table", table, "--set", "input.fetch=spark"],
     }
+    if args.kinds:
+        kinds = {k: v for k, v in kinds.items() if k == "local path" or k in args.kinds}
     runs: dict[str, list[float]] = {k: [] for k in kinds}
     detail: dict[str, list[dict]] = {k: [] for k in kinds}
     for i in range(args.repeat):

@@ -22,6 +22,7 @@ DEVICES = ("auto", "cpu", "cuda")
 MODES = ("full", "append")
 COLLISIONS = ("suffix", "nearest_free")
 READERS = ("auto", "arrow", "spark")
+FETCHERS = ("auto", "pyarrow", "spark")
 # The float types a binary embedding column may pack (input.binary_dtype; "" for none).
 BINARY_DTYPES = ("float32", "float16", "float64")
 DISTANCES = ("l2",)
@@ -132,7 +133,9 @@ class InputConfig:
     id_col: str = "item_id"  # item id column (bigint, int or string, not null)
     embedding_col: str = "embedding"  # embedding column of model.input_dim values, or a nested field path such as result.values
     cast_double: bool = True  # accept array<double> by an explicit cast to array<float>
-    reader: str = "auto"  # auto: arrow for local/mounted paths and plain-Parquet tables on them, spark otherwise; arrow: pyarrow in the tasks; spark: Spark's reader
+    reader: str = "auto"  # auto: arrow for Parquet paths and plain-Parquet tables, spark for views and other formats; arrow: pyarrow decodes in the tasks; spark: Spark's reader
+    fetch: str = "auto"  # who opens the files pyarrow decodes: pyarrow (local and mounted paths; pyarrow's own file systems for other URIs), spark (Spark fetches whole files with its binaryFile source: any URI Spark can read, with its credentials), auto: pyarrow for local and mounted files, spark otherwise
+    fetch_max_file_mb: int = 1024  # fetch=spark: the largest file a task may hold whole; a larger file sends the input to Spark's reader (reader=auto) or fails the run (reader=arrow)
     binary_dtype: str = ""  # a binary embedding column holds packed little-endian floats of this type: float32, float16 or float64
     files_per_trigger: int = 0  # --stream over a folder: new files per micro-batch (0: all new files)
     quarantine: str = ""  # --stream over a folder: move an input file that cannot be read into this folder (a path or URI) and go on without it; empty: stop the stream, naming the file
@@ -140,6 +143,9 @@ class InputConfig:
     def validate(self) -> None:
         _choice("input.reader", self.reader, READERS)
         _choice("input.binary_dtype", self.binary_dtype, ("", *BINARY_DTYPES))
+        _choice("input.fetch", self.fetch, FETCHERS)
+        if not 1 <= self.fetch_max_file_mb <= 2047:  # Spark's binaryFile reads at most 2 GiB per file
+            raise ConfigError(f"input.fetch_max_file_mb: expected 1 to 2047, got {self.fetch_max_file_mb}")
         if self.files_per_trigger < 0:
             raise ConfigError(f"input.files_per_trigger: expected >= 0, got {self.files_per_trigger}")
         if not self.id_col or not self.embedding_col:

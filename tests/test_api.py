@@ -213,12 +213,15 @@ def reference(spark, tiny_blob, typed):
 
 
 @pytest.mark.parametrize("kind", ["float", "double", "fixed_size_list", "binary_f32", "binary_f64", "nested", "vector"])
-@pytest.mark.parametrize("reader", ["arrow", "spark"])
+@pytest.mark.parametrize("reader", ["arrow", "fetched", "spark"])
 def test_every_column_type_gives_the_same_ids_in_both_readers_and_the_udf(spark, tiny_blob, typed, reference, kind,
                                                                          reader):
+    """``fetched``: the pyarrow reader on the bytes Spark's binaryFile source fetched
+    (input.fetch=spark), as for an s3a:// or abfss:// input."""
     x, inputs = typed
     name, path, input_cfg, rejected = next(i for i in inputs if i[0] == kind)
-    cfg = config(input={**input_cfg, "reader": reader}, output={"max_reject_rate": 0.1})
+    how = {"reader": "arrow", "fetch": "spark"} if reader == "fetched" else {"reader": reader}
+    cfg = config(input={**input_cfg, **how}, output={"max_reject_rate": 0.1})
     res = semantic_ids(str(path), tiny_blob, config=cfg, spark=spark)
     try:
         got = {r["item_id"]: tuple(r[1:]) for r in res.ids.collect()}
@@ -266,6 +269,9 @@ def test_half_floats_read_by_pyarrow_and_refused_clearly_by_spark(spark, tiny_bl
 
     with pytest.raises(InputError, match="float16.*input.reader=arrow"):
         semantic_ids(str(p), tiny_blob, config=config(input={"reader": "spark"}), spark=spark)
+    with pytest.raises(InputError, match="which plans an input whose files Spark fetches, has no float16; use "
+                                         "input.fetch=pyarrow"):
+        semantic_ids(str(p), tiny_blob, config=config(input={"reader": "arrow", "fetch": "spark"}), spark=spark)
 
 
 def test_a_checkpoint_that_does_not_fit_its_weights_fails_on_the_driver_with_the_cause(spark, tiny_checkpoint,

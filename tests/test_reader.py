@@ -166,3 +166,47 @@ def test_a_file_replaced_after_planning_fails_the_read(tmp_path):
 def test_local_paths():
     assert is_local("/data/x") and is_local("rel/x") and is_local("file:/data/x") and is_local("file:///data/x")
     assert not any(map(is_local, ["s3a://b/x", "hdfs://nn/x", "dbfs:/x", "gs://b/x", "abfss://c@a/x"]))
+
+
+def fetch_plan(path, id_type=pa.int64()):
+    from semid_udf.worker.reader import FetchPlan
+
+    st = path.stat()
+    return FetchPlan(str(path), ((str(path), st.st_size, st.st_mtime_ns // 1000),), id_type, "item_id", "embedding",
+                     True)
+
+
+def test_a_fetched_file_gives_the_rows_pyarrow_reads_from_the_path(tmp_path):
+    """Spark's binaryFile hands a task the file's bytes; decoded, they are the planned read's rows."""
+    from semid_udf.worker.reader import read_fetched
+
+    x = write(tmp_path / "a.parquet", list(range(30)), emb_type=pa.list_(pa.float64()), row_group_size=8)
+    plan = fetch_plan(tmp_path / "a.parquet")
+    (path, size, mtime), = plan.files
+    batches = list(read_fetched(plan, path, size, mtime, (tmp_path / "a.parquet").read_bytes(), 7))
+    assert [b.num_rows for b in batches] == [7, 7, 7, 7, 2]
+    assert sum((b.column(0).to_pylist() for b in batches), []) == list(range(30))
+    got = np.concatenate([np.asarray(b.column(1).to_pylist(), np.float64) for b in batches])
+    np.testing.assert_array_equal(got.astype(np.float32), x)
+    assert read_all(plan_input(str(tmp_path), "item_id", "embedding", True))[0] == list(range(30))
+
+
+def test_a_fetched_file_that_is_not_the_listed_one_fails_naming_it(tmp_path):
+    from semid_udf.worker.reader import read_fetched
+
+    write(tmp_path / "a.parquet", list(range(20)))
+    plan = fetch_plan(tmp_path / "a.parquet")
+    (path, size, mtime), = plan.files
+    data = (tmp_path / "a.parquet").read_bytes()
+    for got_size, got_mtime, content in ((size + 9, mtime, data), (size, mtime + 1000, data), (size, mtime, data[:-5])):
+        with pytest.raises(InputError, match=f"input file {path}: expected {size} bytes modified at 20.* \\(as listed "
+                                             "when the job started\\), got .*: it changed while the job ran"):
+            list(read_fetched(plan, path, got_size, got_mtime, content, 7))
+    with pytest.raises(InputError, match="expected one of the 1 files listed when the job started"):
+        list(read_fetched(plan, str(tmp_path / "b.parquet"), size, mtime, data, 7))
+    with pytest.raises(InputError, match=r"input file .*: cannot read it as Parquet"):
+        list(read_fetched(plan, path, size, mtime, b"PAR1" + b"x" * (size - 8) + b"PAR1", 7))
+    strings = fetch_plan(tmp_path / "a.parquet", id_type=pa.string())
+    with pytest.raises(InputError, match=r"column 'item_id': expected string \(as planned from the input's schema\), "
+                                         r"got int64 \(file .*a.parquet\)"):
+        list(read_fetched(strings, path, size, mtime, data, 7))

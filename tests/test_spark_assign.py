@@ -147,7 +147,7 @@ def test_same_ids_whatever_the_read_units(spark, tiny_blob, data, published, tmp
                                   table_rows(spark, "contract.sids", res.model_version))
 
 
-@pytest.mark.parametrize("reader", ["auto", "spark"])
+@pytest.mark.parametrize("reader", ["auto", "fetched", "spark"])
 def test_bad_rows_are_rejected_with_reasons(spark, tiny_blob, tmp_path, reader):
     x = clustered(40, 16, seed=3)
     vecs = [list(map(float, v)) for v in x]
@@ -161,7 +161,8 @@ def test_bad_rows_are_rejected_with_reasons(spark, tiny_blob, tmp_path, reader):
     ids += [10, 11, 11]                             # 10: identical copy; 11: three copies, one differs
     vecs += [vecs[10], vecs[11], [v + 1.0 for v in vecs[11]]]
     path = write_input(tmp_path / "bad", ids, vecs)
-    cfg = config(output={"max_reject_rate": 0.5}, input={"reader": reader})
+    how = {"reader": "arrow", "fetch": "spark"} if reader == "fetched" else {"reader": reader}  # fetched: binaryFile
+    cfg = config(output={"max_reject_rate": 0.5}, input=how)
     name = f"bad_{reader}.sids"
     res = run_assign(spark, cfg, tiny_blob, table=name, input_path=str(path), warehouse=str(tmp_path / "wh"))
     assert res.rows_in == 43 and res.rows_in == res.rows_out + res.rows_rejected

@@ -52,10 +52,12 @@ def tables(spark, tmp_path_factory):
 
 
 def ids_and_rejects(spark, ckpt, table: str, reader: str) -> tuple[list, list, dict]:
-    """What semid makes of ``table`` with ``reader``: ids, rejects (with their details) and
-    counts per reason, as the job computes them before it writes."""
-    src = read_source(spark, InputConfig(reader=reader), input_table=table)
-    assert (src.plan is not None) == (reader == "auto"), (table, reader)  # auto: the pyarrow reader
+    """What semid makes of ``table`` with ``reader`` (``fetched``: pyarrow decodes the files
+    Spark's binaryFile source fetched, as for a table on s3a://): ids, rejects (with their
+    details) and counts per reason, as the job computes them before it writes."""
+    ic = InputConfig(reader="arrow", fetch="spark") if reader == "fetched" else InputConfig(reader=reader)
+    src = read_source(spark, ic, input_table=table)
+    assert (src.plan is not None, src.fetched is not None) == (reader == "auto", reader == "fetched"), (table, reader)
     res = build(spark, src, ckpt, config())
     try:
         ids = sorted(tuple(r) for r in res.ids.select("item_id", "semantic_id", "embedding_hash").collect())
@@ -72,6 +74,7 @@ def test_a_parquet_table_gives_the_ids_and_rejects_sparks_reader_does(spark, tin
     assert {f[0] for f in fast_src.plan.files} == {local_path(f) for f in spark.table(table).inputFiles()}
     fast, slow = ids_and_rejects(spark, tiny_blob, table, "auto"), ids_and_rejects(spark, tiny_blob, table, "spark")
     assert fast == slow and len(fast[0]) == 240 - sum(fast[2].values())  # every row: an ID or a reject
+    assert ids_and_rejects(spark, tiny_blob, table, "fetched") == slow
     assert set(fast[2]) == {"null_embedding", "wrong_length", "non_finite", "null_element", "null_item_id",
                             "duplicate_conflict"}
 

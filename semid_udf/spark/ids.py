@@ -38,7 +38,14 @@ def coded(spark: SparkSession, source: Source, ckpt: Checkpoint, cfg: JobConfig,
         units = [u for u in source.plan.units if u.index % n == k]
         fn = arrow.reader_fn(ckpt, source.plan, units, cfg.encode, cfg.plugin, cfg.output.arrow_batch, top)
         return spark.range(0, len(units), 1, max(1, len(units))).mapInArrow(fn, out)
-    frame = cast(DataFrame, source.frame)  # a Source without a plan has a frame
+    if source.fetched is not None:
+        # One task per split of Spark's binaryFile scan; a shard is the files whose path hashes to it.
+        fplan, whole = source.fetched
+        if n > 1:
+            whole = whole.where(F.pmod(F.xxhash64(F.col("path")), F.lit(n)) == k)
+        fn = arrow.fetched_fn(ckpt, fplan, cfg.encode, cfg.plugin, cfg.output.arrow_batch, top)
+        return whole.select("path", "modificationTime", "length", "content").mapInArrow(fn, out)
+    frame = cast(DataFrame, source.frame)  # a Source without a plan or fetched files has a frame
     if n > 1:
         frame = frame.where(F.pmod(F.xxhash64(F.col("item_id")), F.lit(n)) == k)
     return frame.mapInArrow(arrow.map_fn(ckpt, cfg.encode, cfg.plugin, cfg.input.binary_dtype, top), out)

@@ -22,8 +22,8 @@ from semid_udf.config import InputConfig
 from semid_udf.errors import ConfigError, InputError, one_line
 from semid_udf.spark.files import is_connect
 from semid_udf import vectors
-from semid_udf.paths import is_local, local_path
-from semid_udf.worker.reader import InputPlan, plan_input
+from semid_udf.paths import is_local
+from semid_udf.worker.reader import FetchPlan, InputPlan, plan_input
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,8 @@ class Source:
     """The input as the encode step sees it."""
 
     id_type: str  # int, bigint or string: the published item_id type
-    plan: InputPlan | None = None  # pyarrow in the tasks
+    plan: InputPlan | None = None  # pyarrow opens and decodes the files in the tasks
+    fetched: tuple[FetchPlan, DataFrame] | None = None  # Spark fetches whole files (binaryFile rows), pyarrow decodes
     frame: DataFrame | None = None  # (item_id, embedding), from Spark
     rows: int | None = None  # known up front (Parquet footers), or None
     description: str = ""
@@ -96,8 +97,9 @@ def _user_set(spark: SparkSession, key: str) -> bool:
 
 def read_source(spark: SparkSession, ic: InputConfig, input_path: str | None = None, input_table: str | None = None,
                 frame: DataFrame | None = None) -> Source:
-    """``input.reader``: arrow reads the Parquet in the Python tasks (only Python touches the
-    vectors); spark reads it with Spark; auto picks arrow for a local or mounted path. A
+    """``input.reader``: arrow decodes the Parquet in the Python tasks (only Python touches the
+    vectors); spark reads it with Spark; auto picks arrow for Parquet paths and plain-Parquet
+    tables. ``input.fetch`` says who opens the files pyarrow decodes (:func:`fetcher`). A
     DataFrame ``frame`` is used as it is."""
     if frame is not None:
         f, id_type = normalise_frame(frame, ic)
@@ -110,27 +112,87 @@ def read_source(spark: SparkSession, ic: InputConfig, input_path: str | None = N
                 raise ConfigError(f"input.reader=arrow: table {input_table} cannot be read with pyarrow: {why_not}; "
                                   "use input.reader=spark or auto")
             log.info("reader: Spark for table %s (%s)", input_table, why_not)
-    arrow = files is not None or ic.reader == "arrow" or (
-        ic.reader == "auto" and input_path is not None and is_local(input_path))
-    if arrow:
-        source = input_path or cast(str, input_table)  # one of them (the CLI and read_source's callers check)
-        target = max_partition_bytes(spark)
-        plan = plan_input(source, ic.id_col, ic.embedding_col, ic.cast_double, target_bytes=target,
-                          cores=cores(spark), binary_dtype=ic.binary_dtype, files=files)
-        log.info("reader: pyarrow in the tasks (%d units of up to %d MB)", len(plan.units), target >> 20)
-        return Source(_ARROW_ID[plan.id_type], plan=plan, rows=plan.rows, description=source)
+    source = input_path or cast(str, input_table)  # one of them (the CLI and read_source's callers check)
+    if ic.reader == "arrow" or (ic.reader == "auto" and (input_path is not None or files is not None)):
+        local = all(is_local(f) for f in files) if files is not None else is_local(source)
+        if fetcher(ic, local) == "spark":
+            fetched = fetch_source(spark, ic, input_path, input_table, files)
+            if fetched is not None:
+                return fetched
+        else:
+            if files is not None and not local:
+                raise ConfigError(f"input.fetch=pyarrow: table {input_table}'s files are not on a local or mounted path "
+                                  f"(e.g. {next(f for f in files if not is_local(f))}); use input.fetch=spark or auto")
+            target = max_partition_bytes(spark)
+            plan = plan_input(source, ic.id_col, ic.embedding_col, ic.cast_double, target_bytes=target,
+                              cores=cores(spark), binary_dtype=ic.binary_dtype, files=files)
+            log.info("reader: pyarrow in the tasks (%d units of up to %d MB)", len(plan.units), target >> 20)
+            return Source(_ARROW_ID[plan.id_type], plan=plan, rows=plan.rows, description=source)
     raw = read_input(spark, input_path, input_table)
     f, id_type = normalise_frame(raw, ic)
     log.info("reader: Spark")
     rows = raw.count() if input_path is not None else None  # Parquet footers: no scan of the vectors
-    return Source(id_type, frame=f, rows=rows, description=input_path or input_table or "")
+    return Source(id_type, frame=f, rows=rows, description=source)
+
+
+def fetcher(ic: InputConfig, local: bool) -> str:
+    """Who opens the files pyarrow decodes: ``pyarrow`` (local and mounted paths, or pyarrow's
+    own file systems for other URIs) or ``spark`` (Spark's binaryFile source fetches them
+    whole, with Spark's file systems and credentials); ``input.fetch=auto`` picks pyarrow for
+    local and mounted files and Spark for every other URI."""
+    if ic.fetch != "auto":
+        return ic.fetch
+    return "pyarrow" if local else "spark"
+
+
+def fetch_source(spark: SparkSession, ic: InputConfig, input_path: str | None, input_table: str | None,
+                 files: list[str] | None) -> Source | None:
+    """The input as whole files that Spark fetches (its ``binaryFile`` source) and pyarrow
+    decodes in the tasks. The driver lists the files (names, sizes, times; no content) and
+    takes the id type and the row count from Spark's reading of the Parquet footers, so the
+    published types, checks and messages are those of Spark's reader. A task holds the files
+    of its split whole (Spark packs files into splits of about spark.sql.files.maxPartitionBytes;
+    a larger file is a split of its own): a file over ``input.fetch_max_file_mb`` sends the
+    input to Spark's reader under ``input.reader=auto`` (None is returned) and is an error
+    under ``arrow``."""
+    source = input_path or cast(str, input_table)
+    try:
+        raw = read_input(spark, input_path, input_table)
+    except InputError as e:
+        if "FLOAT16" not in str(e):
+            raise
+        raise InputError(f"input {source}: Spark's Parquet reader, which plans an input whose files Spark fetches, has "
+                         "no float16; use input.fetch=pyarrow (pyarrow opens local and mounted paths, and other URIs "
+                         "with its own file systems)") from e
+    _, id_type = normalise_frame(raw, ic)  # the column checks and messages of Spark's reader
+    reader = spark.read.format("binaryFile")
+    whole = reader.load(input_path) if input_path is not None else reader.load(cast(list, files))
+    listing = [(str(r[0]), int(r[1]), int(r[2])) for r in
+               whole.select("path", "length", F.unix_micros("modificationTime")).collect()]
+    if not listing:
+        raise InputError(f"input {source}: expected Parquet files, found none (names starting with _ or . are skipped)")
+    limit = ic.fetch_max_file_mb << 20
+    big = max(listing, key=lambda f: f[1])
+    if big[1] > limit:
+        why = (f"file {big[0]} has {big[1] >> 20} MB, over input.fetch_max_file_mb={ic.fetch_max_file_mb} "
+               "(a task holds a fetched file whole)")
+        if ic.reader == "arrow":
+            raise ConfigError(f"input.fetch=spark: {why}; raise the limit (at most 2047), or use input.reader=spark")
+        log.info("reader: Spark for %s (%s)", source, why)
+        return None
+    plan = FetchPlan(source, tuple(sorted(listing)), {"int": pa.int32(), "bigint": pa.int64(), "string": pa.string()}[
+        id_type], ic.id_col, ic.embedding_col, ic.cast_double, ic.binary_dtype)
+    rows = raw.count()  # Parquet footers: no scan of the vectors
+    log.info("reader: pyarrow in the tasks, files fetched by Spark (%d files, %d rows, largest %d MB)", len(listing),
+             rows, big[1] >> 20)
+    return Source(id_type, fetched=(plan, whole), rows=rows, description=source)
 
 
 def parquet_table_files(spark: SparkSession, table: str, columns: tuple[str, ...]) -> tuple[list[str] | None, str]:
-    """The data files of a metastore table stored as plain Parquet on a local or mounted path,
-    as its catalog names them (its registered partitions only), for the pyarrow reader; or None
-    and why not: a view, another format (Delta and the like: deletion vectors, column mapping),
-    files elsewhere, or the id or embedding column being a partition column (not in the files)."""
+    """The data files of a metastore table stored as plain Parquet, as its catalog names them
+    (its registered partitions only), for the pyarrow reader; or None and why not: a view,
+    another format (Delta and the like: deletion vectors, column mapping), no files, or the id
+    or embedding column being a partition column (not in the files)."""
     try:
         rows = spark.sql(f"DESCRIBE TABLE EXTENDED {table}").collect()
     except Exception as e:  # a missing table and the like: Spark's reader says it (read_input)
@@ -155,9 +217,8 @@ def parquet_table_files(spark: SparkSession, table: str, columns: tuple[str, ...
     if partitions & {c.split(".")[0] for c in columns}:
         return None, f"the id or embedding column is a partition column ({sorted(partitions)})"
     files = spark.table(table).inputFiles()
-    elsewhere = [f for f in files if local_path(f) is None]
-    if not files or elsewhere:
-        return None, f"its files are not on a local or mounted path (e.g. {elsewhere[0]})" if elsewhere else "no files"
+    if not files:
+        return None, "no files"
     return sorted(files), ""
 
 

@@ -172,7 +172,8 @@ class Encoding:
         root = ct.location_of(self.spark, pub.table.q("_data")) + "/_staging"
         settings = {"encode": to_dict(cfg.encode), "plugin": to_dict(effective_plugin(self.ckpt, cfg.plugin)),
                     "input": to_dict(cfg.input), "collisions": [cfg.output.collisions, cfg.output.candidates]}
-        stamps = list(src.plan.files) if src.plan else sorted(cast(DataFrame, src.frame).inputFiles())  # no plan: a frame
+        stamps = (list(src.plan.files) if src.plan else list(src.fetched[0].files) if src.fetched
+                  else sorted(cast(DataFrame, src.frame).inputFiles()))  # neither: a frame
         fp = staging.fingerprint(stamps, src.description, self.ckpt.model_version, settings, cfg.output.shards)
         schema = sc.coded(levels, src.id_type, candidates=cfg.output.collisions == "nearest_free").spark()
         coded, self.res.details["resume"] = staging.encode_sharded(

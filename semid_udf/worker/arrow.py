@@ -24,12 +24,13 @@ from typing import Any, Callable, Iterator, Sequence, cast
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from semid_udf.model.checkpoint import Checkpoint
 from semid_udf.config import EncodeConfig, PluginConfig
 from semid_udf.model.encode import CodeEncoder
 from semid_udf.vectors import Reason, RowChecks, as_mask, embedding_rows
-from semid_udf.worker.reader import read_unit
+from semid_udf.worker.reader import read_fetched, read_unit
 
 log = logging.getLogger(__name__)
 
@@ -198,6 +199,26 @@ def reader_fn(ckpt: Checkpoint, plan: Any, units: Sequence[Any], encode_cfg: Enc
                     enc = encoder_for(ckpt, encode_cfg, plugin)
                     yield encode_batch(enc, rows.column(0), rows.column(1), binary_dtype=plan.binary_dtype,
                                        column=plan.emb_col, top=top)
+
+    return run
+
+
+def fetched_fn(ckpt: Checkpoint, plan: Any, encode_cfg: EncodeConfig, plugin: PluginConfig, batch_size: int,
+               top: int = 0) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """For ``mapInArrow`` over Spark's ``binaryFile`` rows (path, modificationTime, length,
+    content): each task decodes the files Spark fetched for it with pyarrow (see
+    :func:`semid_udf.worker.reader.read_fetched`) and encodes them."""
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            paths, lengths = batch.column("path").to_pylist(), batch.column("length").to_pylist()
+            mtimes = pc.cast(batch.column("modificationTime"), pa.int64()).to_pylist()  # timestamp[us]: microseconds
+            contents = batch.column("content")
+            for i, path in enumerate(paths):
+                for rows in read_fetched(plan, path, lengths[i], mtimes[i], contents[i].as_buffer(), batch_size):
+                    enc = encoder_for(ckpt, encode_cfg, plugin)
+                    yield encode_batch(enc, rows.column(0), rows.column(1), binary_dtype=plan.binary_dtype,
+                                       column=plan.emb_col, top=top)
+            del contents, batch  # a file's bytes are not held longer than its rows
 
     return run
 

@@ -15,12 +15,18 @@ a struct column (``input.embedding_col=result.values``).
 Every file is checked before any task starts, and a task checks that it read exactly the
 rows its plan promised (a file replaced under a running job fails the task, it is never
 half-read).
+
+For files this process cannot open (``s3a://`` and the like, ``input.fetch=spark``), Spark's
+binaryFile source hands each task whole files and :func:`read_fetched` decodes their bytes
+with the same checks; the driver knows only the files' names, sizes and times then.
 """
 from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime, timezone
+from functools import cached_property
 from typing import Iterator, cast
 
 import pyarrow as pa
@@ -208,17 +214,74 @@ def _read_part(plan: InputPlan, part: Part, batch_size: int) -> Iterator[pa.Reco
         if f.size() != part.file_size:
             raise InputError(f"input file {part.path}: expected {part.file_size} bytes (as planned), got {f.size()}: "
                              "it changed while the job ran")
-        pf = pq.ParquetFile(f)
-        check_schema(pf.schema_arrow, part.path, plan.id_col, plan.emb_col, plan.cast_double, plan.binary_dtype)
-        for b in pf.iter_batches(batch_size=batch_size, row_groups=list(part.row_groups),
-                                 columns=[plan.id_col, plan.emb_col], use_threads=False):
+        for b in _batches(pq.ParquetFile(f), part.path, plan, batch_size, list(part.row_groups)):
             got += b.num_rows
-            ids = _column(b, plan.id_col)
-            if ids.type != plan.id_type:
-                ids = pc.cast(ids, plan.id_type)
-            # the embedding as stored (list of float/double/half, vector struct, binary): the
-            # encode step reads every one of these types (semid_udf.worker.arrow)
-            yield pa.RecordBatch.from_arrays([ids, _column(b, plan.emb_col)], names=[ID_COL, EMB_COL])
+            yield b
     if got != part.rows:
         raise InputError(f"input file {part.path}: expected {part.rows} rows in row groups {list(part.row_groups)} "
                          f"(as planned), got {got}: it changed while the job ran")
+
+
+def _batches(pf: pq.ParquetFile, path: str, plan: InputPlan | FetchPlan, batch_size: int,
+             row_groups: list[int] | None = None) -> Iterator[pa.RecordBatch]:
+    """(item_id, embedding) batches of an open file, its schema checked and its ids cast to
+    the plan's id type."""
+    file_ids = check_schema(pf.schema_arrow, path, plan.id_col, plan.emb_col, plan.cast_double, plan.binary_dtype)
+    if file_ids != plan.id_type and not (pa.types.is_integer(file_ids) and plan.id_type == pa.int64()):
+        raise InputError(f"column {plan.id_col!r}: expected {plan.id_type} (as planned from the input's schema), "
+                         f"got {file_ids} (file {path})")
+    for b in pf.iter_batches(batch_size=batch_size, row_groups=row_groups, columns=[plan.id_col, plan.emb_col],
+                             use_threads=False):
+        ids = _column(b, plan.id_col)
+        if ids.type != plan.id_type:
+            ids = pc.cast(ids, plan.id_type)
+        # the embedding as stored (list of float/double/half, vector struct, binary): the
+        # encode step reads every one of these types (semid_udf.worker.arrow)
+        yield pa.RecordBatch.from_arrays([ids, _column(b, plan.emb_col)], names=[ID_COL, EMB_COL])
+
+
+# ---------------------------------------------------------------------------------------
+# Files whose bytes Spark fetched (input.fetch=spark): any URI Spark can read, with Spark's
+# own file systems and credentials. Spark's binaryFile source hands each task whole files
+# (path, modificationTime, length, content); pyarrow decodes them in the task.
+
+@dataclass(frozen=True)
+class FetchPlan:
+    """What the driver knows before the fetch: the files as Spark listed them (URI, bytes,
+    modification time in microseconds), the id type from the input's schema and the columns."""
+
+    source: str
+    files: tuple[tuple[str, int, int], ...]
+    id_type: pa.DataType
+    id_col: str
+    emb_col: str
+    cast_double: bool
+    binary_dtype: str = ""
+
+    @cached_property
+    def listed(self) -> dict[str, tuple[int, int]]:
+        """(bytes, modification time) by URI, built once per plan in a worker."""
+        return {p: (size, mtime) for p, size, mtime in self.files}
+
+
+def read_fetched(plan: FetchPlan, path: str, length: int, mtime_us: int, content: pa.Buffer | bytes,
+                 batch_size: int) -> Iterator[pa.RecordBatch]:
+    """The rows of one fetched file as batches of (item_id, embedding); an error naming the
+    file when it is not the file the driver listed (it changed while the job ran)."""
+    listed = plan.listed.get(path)
+    if listed is None:
+        raise InputError(f"input file {path}: expected one of the {len(plan.files)} files listed when the job started, "
+                         "got a file that was not listed")
+    if (length, mtime_us) != listed or len(content) != length:
+        raise InputError(f"input file {path}: expected {listed[0]} bytes modified at {_utc(listed[1])} (as listed "
+                         f"when the job started), got {len(content)} bytes modified at {_utc(mtime_us)}: it changed "
+                         "while the job ran")
+    try:
+        pf = pq.ParquetFile(pa.BufferReader(content))
+    except (pa.ArrowInvalid, OSError) as e:
+        raise InputError(f"input file {path}: cannot read it as Parquet: {str(e).splitlines()[0]}") from None
+    yield from _batches(pf, path, plan, batch_size)
+
+
+def _utc(us: int) -> str:
+    return datetime.fromtimestamp(us / 1e6, tz=timezone.utc).isoformat(timespec="milliseconds")
