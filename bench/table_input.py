@@ -4,7 +4,7 @@ and, for comparison, by Spark's reader as before); the URI and the table again w
 fetched by Spark (``input.fetch=spark``: how an ``s3a://`` or ``abfss://`` input is read), and
 the URI by Spark's reader (how such inputs were read before).
 
-    python bench/table_input.py [--n 1000000] [--dim 768] [--repeat 3] [--kinds NAME ...] [--tag ...]
+    python bench/table_input.py [--n 1000000] [--dim 768] [--repeat 3] [--files K] [--kinds NAME ...] [--tag ...]
 
 Uses bench/run.py's data and checkpoint. The table is registered once in the run's warehouse
 (``CREATE TABLE ... USING parquet LOCATION <data>``); every run publishes into a table of its
@@ -50,6 +50,37 @@ def _register(wh: Path, data: Path) -> None:
         spark.stop()
 
 
+def split_files(data: Path, files: int) -> Path:
+    """The same rows as ``data`` in ``files`` files of equal row counts (row groups of 50k rows,
+    as bench/run.py writes them), beside it: how many files Spark's binaryFile gives tasks."""
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    out = data.with_name(f"{data.name}_files{files}")
+    if (out / "_DONE").exists():
+        return out
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir()
+    table = ds.dataset(data, format="parquet")
+    n = table.count_rows()
+    per = -(-n // files)
+    writer, k, written = None, 0, 0
+    for batch in table.to_batches(batch_size=10_000):
+        while batch.num_rows:
+            if writer is None:
+                writer = pq.ParquetWriter(out / f"part-{k:05d}.parquet", batch.schema)
+            take = min(batch.num_rows, per - written)
+            writer.write_batch(batch.slice(0, take), row_group_size=50_000)
+            batch, written = batch.slice(take), written + take
+            if written == per:
+                writer.close()
+                writer, k, written = None, k + 1, 0
+    if writer is not None:
+        writer.close()
+    (out / "_DONE").write_text(str(n))
+    return out
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=1_000_000)
@@ -57,6 +88,7 @@ def main() -> int:
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--tag", default=None)
     p.add_argument("--data-dir", default=str(ROOT / "bench" / "data"))
+    p.add_argument("--files", type=int, default=0, help="the same rows rewritten into this many files first")
     p.add_argument("--kinds", nargs="*", help="only these kinds (and the local path), by their names in the table")
     p.add_argument("--register", nargs=2, metavar=("WH", "DATA"), help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -70,6 +102,8 @@ def main() -> int:
     data = Path(args.data_dir) / f"emb_{args.n}_{args.dim}"
     make_data(data, args.n, args.dim)
     ck = make_checkpoint(Path(args.data_dir) / f"ckpt_{args.dim}", data, args.dim)
+    if args.files:
+        data = split_files(data, args.files)
     wh = ROOT / "bench" / "out" / tag / "wh"
     shutil.rmtree(wh.parent, ignore_errors=True)
     wh.mkdir(parents=True)

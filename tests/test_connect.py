@@ -55,6 +55,9 @@ def small_input(tmp_path_factory):
     return write_input(root / "in", ids, vecs, files=3)
 
 
+ANY_LINE = re.compile(r"encoding: [\d,]+ of [\d,]+ rows \(")
+
+
 def assign_args(small_input: Path, checkpoint: Path, table: str) -> list[str]:
     return ["--input", str(small_input), "--checkpoint", str(checkpoint), "--table", table,
             "--set", "encode.micro_batch=64"]
@@ -88,10 +91,12 @@ def test_assign_on_connect_gives_the_classic_table_rejects_and_counts(connect_ur
 
 
 def test_the_issues_own_command_with_a_local_connect_server(tiny_checkpoint, small_input, classic_run, tmp_path):
-    """SPARK_REMOTE=local[2]: pyspark starts a Connect server inside the job's process."""
-    job("semid-assign", [*assign_args(small_input, tiny_checkpoint, "p.c"), "--warehouse", str(tmp_path / "wh")],
-        remote="local[2]")
+    """SPARK_REMOTE=local[2]: pyspark starts a Connect server inside the job's process. With -q
+    no progress line is logged, not even the "done" line every run logs otherwise."""
+    r = job("semid-assign", [*assign_args(small_input, tiny_checkpoint, "p.c"), "--warehouse", str(tmp_path / "wh"),
+                             "-q"], remote="local[2]")
     assert published_files(tmp_path / "wh", "p.c") == published_files(classic_run, "conn.ids")
+    assert "rows in          502" in r.stdout and not ANY_LINE.search(r.stderr)
 
 
 def test_train_and_report_on_connect_equal_classic(connect_url, spark, small_input, tmp_path):
@@ -121,7 +126,6 @@ def test_train_and_report_on_connect_equal_classic(connect_url, spark, small_inp
     assert ra == rb
 
 
-ANY_LINE = re.compile(r"encoding: [\d,]+ of [\d,]+ rows \(")
 LINE = re.compile(r"encoding: ([\d,]+) of 200,000 rows \((\d+)%\), ([\d,]+) items/s, (ETA \d+ s|done)")
 
 
@@ -167,6 +171,3 @@ def test_progress_of_a_200k_row_run(request, session, tiny_checkpoint, tmp_path_
     assert lines[-1].group(4) == "done" and lines[-1].group(1) == "200,000"
     assert any(0 < int(m.group(1).replace(",", "")) < 200_000 and m.group(4).startswith("ETA") for m in lines), \
         [m.group(0) for m in lines]
-    if remote:  # -q: no progress, not even the "done" line every run logs (the same code on a classic session)
-        quiet = job("semid-assign", ["--input", str(root / "in" / "0.parquet"), *args[2:], "-q"], remote=remote)
-        assert not ANY_LINE.search(quiet.stderr)

@@ -83,9 +83,16 @@ def test_wheel_in_a_fresh_venv_runs_semid_assign(packed, small_input, tiny_check
     assert len(set(rows["semantic_id"])) == ROWS
 
 
-def test_spark_submit_recipe_with_the_packed_environment(packed, small_input, tiny_checkpoint, tmp_path):
+def test_spark_submit_recipe_with_the_packed_environment(packed, small_input, tiny_checkpoint, spark, tiny_blob,
+                                                         tmp_path):
     """docs/deploy.md, "Running on a cluster with spark-submit", on local[2]: the archive is unpacked
-    as ./environment in the launch directory (local mode does not do it; see docs/deploy.md)."""
+    as ./environment in the launch directory (local mode does not do it; see docs/deploy.md). The
+    job file under spark-submit publishes what ``run_assign`` publishes in this process (other
+    batch sizes and shuffle partitions: the IDs do not depend on them)."""
+    from semid_udf.table.publish import run_assign
+
+    from .spark_helpers import config
+
     run = tmp_path / "run"
     (run / "environment").mkdir(parents=True)
     with tarfile.open(packed / "semid-env.tar.gz") as t:
@@ -108,6 +115,9 @@ def test_spark_submit_recipe_with_the_packed_environment(packed, small_input, ti
                        timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     assert f"rows in          {ROWS}" in p.stdout
+    assert "semid_metastore, which has not been configured" not in p.stderr  # its scheduler pool is defined
     rows = output_rows(wh, "sub", "sids")
     assert rows["item_id"] == list(range(ROWS))
     assert len(set(rows["semantic_id"])) == ROWS
+    run_assign(spark, config(), tiny_blob, table="sublib.sids", input_path=str(small_input), warehouse=str(tmp_path / "lib"))
+    assert rows == output_rows(tmp_path / "lib", "sublib", "sids")
