@@ -75,3 +75,71 @@ def test_a_file_over_the_bound_goes_to_sparks_reader_or_fails_when_arrow_is_aske
     src = read_source(spark, InputConfig(fetch="spark", fetch_max_file_mb=1), input_path=str(inp))  # reader=auto
     assert src.fetched is None and src.frame is not None and src.rows == 20000
     assert "reader: Spark for" in caplog.text and "over input.fetch_max_file_mb=1" in caplog.text
+
+
+@pytest.mark.parametrize("files, slots, largest, expected", [
+    (5, 2, 309 << 20, 2),     # five big files on two cores: ten tasks, no idle core in the last wave
+    (1, 2, 1 << 30, 4),       # one big file: four tasks, at most
+    (8, 2, 309 << 20, 1),     # four files per slot already
+    (24, 2, 128 << 20, 1),
+    (3, 2, 10 << 20, 1),      # small files: not worth a second fetch
+    (100, 64, 128 << 20, 3),
+])
+def test_a_few_big_fetched_files_are_shared_by_several_tasks(files, slots, largest, expected):
+    from semid_udf.spark.inputs import fetch_shares
+
+    assert fetch_shares(files, slots, largest) == expected
+
+
+def test_shares_of_a_fetched_file_read_each_row_group_once(tmp_path):
+    """Share j of k decodes row groups j, j + k, ...: together every row, once."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from semid_udf.worker.reader import FetchPlan, read_fetched
+
+    ids = list(range(95))
+    pq.write_table(pa.table({"item_id": pa.array(ids, pa.int64()),
+                             "embedding": pa.array([[float(i)] * 4 for i in ids], pa.list_(pa.float32()))}),
+                   tmp_path / "a.parquet", row_group_size=10)
+    st = (tmp_path / "a.parquet").stat()
+    data = (tmp_path / "a.parquet").read_bytes()
+    for k in (1, 2, 3, 4, 12):
+        plan = FetchPlan("x", ((str(tmp_path / "a.parquet"), st.st_size, st.st_mtime_ns // 1000),), pa.int64(),
+                         "item_id", "embedding", True, shares=k)
+        got = [i for j in range(k) for b in read_fetched(plan, plan.files[0][0], st.st_size, st.st_mtime_ns // 1000,
+                                                          data, 7, j) for i in b.column(0).to_pylist()]
+        assert sorted(got) == ids, k
+
+
+def test_fetched_files_shared_by_several_tasks_give_sparks_ids(spark, tiny_blob, tmp_path, monkeypatch, caplog):
+    """Two files on two slots: each file fetched by four tasks, each decoding its share of the
+    row groups; the same IDs and rejects as Spark's reader."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from semid_udf.spark import inputs
+
+    monkeypatch.setattr(inputs, "SHARE_MIN_BYTES", 0)  # the test's files are small
+    x = clustered(80, 16, seed=46)
+    vecs: list = [list(map(float, v)) for v in x]
+    vecs[3] = None
+    (tmp_path / "in").mkdir()
+    for k in range(2):
+        rows = range(40 * k, 40 * k + 40)
+        pq.write_table(pa.table({"item_id": pa.array(list(rows), pa.int64()),
+                                 "embedding": pa.array([vecs[i] for i in rows], pa.list_(pa.float32()))}),
+                       tmp_path / "in" / f"part-{k}.parquet", row_group_size=6)
+    caplog.set_level("INFO", logger="semid_udf")
+
+    def ids(ic: InputConfig) -> tuple[list, list]:
+        res = build(spark, read_source(spark, ic, input_path=str(tmp_path / "in")), tiny_blob, config())
+        try:
+            return (sorted(tuple(r) for r in res.ids.select("item_id", "semantic_id", "embedding_hash").collect()),
+                    sorted(tuple(r) for r in res.rejects.select("item_id", "reason").collect()))
+        finally:
+            res.unpersist()
+
+    shared = ids(InputConfig(**FETCHED))
+    assert "(2 files, 80 rows, largest 0 MB, 4 task(s) per file)" in caplog.text
+    assert shared == ids(InputConfig(reader="spark")) and len(shared[0]) == 79 and shared[1] == [("3", "null_embedding")]
