@@ -8,7 +8,6 @@ publish step.
 from __future__ import annotations
 
 import math
-from functools import reduce
 from typing import Any, Callable, cast
 
 from pyspark.sql import Column, DataFrame, Row, SparkSession, Window
@@ -45,9 +44,7 @@ def coded(spark: SparkSession, source: Source, ckpt: Checkpoint, cfg: JobConfig,
         if n > 1:
             whole = whole.where(F.pmod(F.xxhash64(F.col("path")), F.lit(n)) == k)
         fn = arrow.fetched_fn(ckpt, fplan, cfg.encode, cfg.plugin, cfg.output.arrow_batch, top)
-        cols = ["path", "modificationTime", "length", "content"]
-        scans = [whole.select(*cols, F.lit(j).alias("share")) for j in range(fplan.shares)]  # a scan per share
-        return reduce(DataFrame.unionAll, scans).mapInArrow(fn, out)
+        return whole.select("path", "modificationTime", "length", "content").mapInArrow(fn, out)
     frame = cast(DataFrame, source.frame)  # a Source without a plan or fetched files has a frame
     if n > 1:
         frame = frame.where(F.pmod(F.xxhash64(F.col("item_id")), F.lit(n)) == k)

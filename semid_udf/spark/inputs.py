@@ -180,27 +180,12 @@ def fetch_source(spark: SparkSession, ic: InputConfig, input_path: str | None, i
             raise ConfigError(f"input.fetch=spark: {why}; raise the limit (at most 2047), or use input.reader=spark")
         log.info("reader: Spark for %s (%s)", source, why)
         return None
-    shares = fetch_shares(len(listing), cores(spark), big[1])
     plan = FetchPlan(source, tuple(sorted(listing)), {"int": pa.int32(), "bigint": pa.int64(), "string": pa.string()}[
-        id_type], ic.id_col, ic.embedding_col, ic.cast_double, ic.binary_dtype, shares)
+        id_type], ic.id_col, ic.embedding_col, ic.cast_double, ic.binary_dtype)
     rows = raw.count()  # Parquet footers: no scan of the vectors
-    log.info("reader: pyarrow in the tasks, files fetched by Spark (%d files, %d rows, largest %d MB, %d task(s) per "
-             "file)", len(listing), rows, big[1] >> 20, shares)
+    log.info("reader: pyarrow in the tasks, files fetched by Spark (%d files, %d rows, largest %d MB)", len(listing),
+             rows, big[1] >> 20)
     return Source(id_type, fetched=(plan, whole), rows=rows, description=source)
-
-
-SHARE_MIN_BYTES = 32 << 20  # files smaller than this are never split: a few row groups, cheap to fetch
-
-
-def fetch_shares(files: int, slots: int, largest: int) -> int:
-    """Tasks per fetched file. A fetched file is one task, so a few big files leave cores idle
-    while the last ones run (five equal files on two cores: three waves, the last on one core).
-    With fewer than 4 files per task slot, each file is fetched by up to 4 tasks, each decoding
-    its share of the row groups: at least 4 tasks per slot, for the cost of fetching a file once
-    per task. Never for inputs whose files are all under SHARE_MIN_BYTES."""
-    if files >= 4 * slots or largest < SHARE_MIN_BYTES:
-        return 1
-    return min(4, -(-4 * slots // files))
 
 
 def parquet_table_files(spark: SparkSession, table: str, columns: tuple[str, ...]) -> tuple[list[str] | None, str]:

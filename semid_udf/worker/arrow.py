@@ -206,17 +206,15 @@ def reader_fn(ckpt: Checkpoint, plan: Any, units: Sequence[Any], encode_cfg: Enc
 def fetched_fn(ckpt: Checkpoint, plan: Any, encode_cfg: EncodeConfig, plugin: PluginConfig, batch_size: int,
                top: int = 0) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
     """For ``mapInArrow`` over Spark's ``binaryFile`` rows (path, modificationTime, length,
-    content) and the share of each file's row groups to decode: each task decodes the files
-    Spark fetched for it with pyarrow (see
+    content): each task decodes the files Spark fetched for it with pyarrow (see
     :func:`semid_udf.worker.reader.read_fetched`) and encodes them."""
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
             paths, lengths = batch.column("path").to_pylist(), batch.column("length").to_pylist()
             mtimes = pc.cast(batch.column("modificationTime"), pa.int64()).to_pylist()  # timestamp[us]: microseconds
-            shares, contents = batch.column("share").to_pylist(), batch.column("content")
+            contents = batch.column("content")
             for i, path in enumerate(paths):
-                for rows in read_fetched(plan, path, lengths[i], mtimes[i], contents[i].as_buffer(), batch_size,
-                                         shares[i]):
+                for rows in read_fetched(plan, path, lengths[i], mtimes[i], contents[i].as_buffer(), batch_size):
                     enc = encoder_for(ckpt, encode_cfg, plugin)
                     yield encode_batch(enc, rows.column(0), rows.column(1), binary_dtype=plan.binary_dtype,
                                        column=plan.emb_col, top=top)

@@ -257,7 +257,6 @@ class FetchPlan:
     emb_col: str
     cast_double: bool
     binary_dtype: str = ""
-    shares: int = 1  # tasks per file: share j of k decodes the row groups j, j + k, ... of the whole file
 
     @cached_property
     def listed(self) -> dict[str, tuple[int, int]]:
@@ -266,10 +265,9 @@ class FetchPlan:
 
 
 def read_fetched(plan: FetchPlan, path: str, length: int, mtime_us: int, content: pa.Buffer | bytes,
-                 batch_size: int, share: int = 0) -> Iterator[pa.RecordBatch]:
-    """The rows of share ``share`` of one fetched file (its row groups ``share``, ``share`` +
-    ``plan.shares``, ...) as batches of (item_id, embedding); an error naming the file when it is
-    not the file the driver listed (it changed while the job ran)."""
+                 batch_size: int) -> Iterator[pa.RecordBatch]:
+    """The rows of one fetched file as batches of (item_id, embedding); an error naming the
+    file when it is not the file the driver listed (it changed while the job ran)."""
     listed = plan.listed.get(path)
     if listed is None:
         raise InputError(f"input file {path}: expected one of the {len(plan.files)} files listed when the job started, "
@@ -282,9 +280,7 @@ def read_fetched(plan: FetchPlan, path: str, length: int, mtime_us: int, content
         pf = pq.ParquetFile(pa.BufferReader(content))
     except (pa.ArrowInvalid, OSError) as e:
         raise InputError(f"input file {path}: cannot read it as Parquet: {str(e).splitlines()[0]}") from None
-    groups = list(range(share, pf.metadata.num_row_groups, plan.shares))
-    if groups:
-        yield from _batches(pf, path, plan, batch_size, groups)
+    yield from _batches(pf, path, plan, batch_size)
 
 
 def _utc(us: int) -> str:
