@@ -115,10 +115,12 @@ def main() -> int:
         "table, pyarrow reader": ["--input-table", table],
         "table, Spark's reader (before)": ["--input-table", table, "--set", "input.reader=spark"],
         # a file: URI forced through the path an s3a:// or abfss:// input takes: Spark's binaryFile
-        # source fetches whole files, pyarrow decodes them in the tasks
-        "URI, files fetched by Spark": ["--input", uri, "--set", "input.fetch=spark"],
+        # source fetches whole files, pyarrow decodes them in the tasks (reader=arrow: a file over
+        # input.fetch_max_file_mb fails the run instead of going to Spark's reader unnoticed)
+        "URI, files fetched by Spark": ["--input", uri, "--set", "input.fetch=spark", "--set", "input.reader=arrow"],
         "URI, Spark's reader (before)": ["--input", uri, "--set", "input.reader=spark"],
-        "table, files fetched by Spark": ["--input-table", table, "--set", "input.fetch=spark"],
+        "table, files fetched by Spark": ["--input-table", table, "--set", "input.fetch=spark", "--set",
+                                          "input.reader=arrow"],
     }
     if args.kinds:
         kinds = {k: v for k, v in kinds.items() if k == "local path" or k in args.kinds}

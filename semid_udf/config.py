@@ -135,7 +135,7 @@ class InputConfig:
     cast_double: bool = True  # accept array<double> by an explicit cast to array<float>
     reader: str = "auto"  # auto: arrow for Parquet paths and plain-Parquet tables, spark for views and other formats; arrow: pyarrow decodes in the tasks; spark: Spark's reader
     fetch: str = "auto"  # who opens the files pyarrow decodes: pyarrow (local and mounted paths; pyarrow's own file systems for other URIs), spark (Spark fetches whole files with its binaryFile source: any URI Spark can read, with its credentials), auto: pyarrow for local and mounted files, spark otherwise
-    fetch_max_file_mb: int = 1024  # fetch=spark: the largest file a task may hold whole; a larger file sends the input to Spark's reader (reader=auto) or fails the run (reader=arrow)
+    fetch_max_file_mb: int = 128  # fetch=spark: the largest file a task may fetch whole (its JVM holds it several times over on the heap while handing it to Python); a larger file sends the input to Spark's reader (reader=auto) or fails the run (reader=arrow)
     binary_dtype: str = ""  # a binary embedding column holds packed little-endian floats of this type: float32, float16 or float64
     files_per_trigger: int = 0  # --stream over a folder: new files per micro-batch (0: all new files)
     quarantine: str = ""  # --stream over a folder: move an input file that cannot be read into this folder (a path or URI) and go on without it; empty: stop the stream, naming the file
