@@ -180,8 +180,9 @@ def fetch_source(spark: SparkSession, ic: InputConfig, input_path: str | None, i
             raise ConfigError(f"input.fetch=spark: {why}; raise the limit (at most 2047), or use input.reader=spark")
         log.info("reader: Spark for %s (%s)", source, why)
         return None
-    plan = FetchPlan(source, tuple(sorted(listing)), {"int": pa.int32(), "bigint": pa.int64(), "string": pa.string()}[
-        id_type], ic.id_col, ic.embedding_col, ic.cast_double, ic.binary_dtype)
+    arrow_id = next(t for t, name in _ARROW_ID.items() if name == id_type)
+    plan = FetchPlan(source, tuple(sorted(listing)), arrow_id, ic.id_col, ic.embedding_col, ic.cast_double,
+                     ic.binary_dtype)
     rows = raw.count()  # Parquet footers: no scan of the vectors
     log.info("reader: pyarrow in the tasks, files fetched by Spark (%d files, %d rows, largest %d MB)", len(listing),
              rows, big[1] >> 20)

@@ -23,7 +23,7 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote
 
 from pyspark.sql import DataFrame, SparkSession
@@ -224,14 +224,19 @@ def _ensure_view(spark: SparkSession, name: TableName, suffix: str, select: str)
     spark.sql(f"CREATE OR REPLACE VIEW {name.q(suffix)} AS {select}")
 
 
+def _described(spark: SparkSession, qname: str, field: str) -> str | None:
+    """One field of ``DESCRIBE TABLE EXTENDED`` (``Location``, ``View Text``), or None."""
+    rows = [r for r in spark.sql(f"DESCRIBE TABLE EXTENDED {qname}").collect() if r["col_name"] == field]
+    return rows[0]["data_type"] if rows else None
+
+
 def _view_text(spark: SparkSession, qname: str) -> str | None:
-    rows = [r for r in spark.sql(f"DESCRIBE TABLE EXTENDED {qname}").collect() if r["col_name"] == "View Text"]
-    return " ".join(rows[0]["data_type"].split()) if rows else None
+    text = _described(spark, qname, "View Text")
+    return " ".join(text.split()) if text is not None else None
 
 
 def location_of(spark: SparkSession, qname: str) -> str:
-    rows = [r for r in spark.sql(f"DESCRIBE TABLE EXTENDED {qname}").collect() if r["col_name"] == "Location"]
-    return rows[0]["data_type"].rstrip("/")
+    return cast(str, _described(spark, qname, "Location")).rstrip("/")  # every table has one
 
 
 def partition_spec(model_version: str, run_id: str) -> str:
