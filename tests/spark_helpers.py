@@ -58,9 +58,13 @@ def published_files(wh: Path, table: str, model_version: str | None = None) -> d
     return t.drop_columns([c for c in ("run_id",) if c in t.column_names]).sort_by("item_id").to_pydict()
 
 
-def failpoint(label: str) -> dict[str, str]:
+def failpoint(label: str, release: Path | None = None) -> dict[str, str]:
     """The environment that makes a semid process pause at the first stage whose label starts
-    with ``label`` (tests/failpoint/sitecustomize.py), to be killed there."""
+    with ``label`` (tests/failpoint/sitecustomize.py), to be killed there; or, with ``release``,
+    until that file exists."""
     here = str(Path(__file__).resolve().parent / "failpoint")
     path = os.environ.get("PYTHONPATH")
-    return {"SEMID_FAILPOINT": label, "PYTHONPATH": here + (os.pathsep + path if path else "")}
+    env = {"SEMID_FAILPOINT": label, "PYTHONPATH": here + (os.pathsep + path if path else "")}
+    if release is not None:
+        env["SEMID_FAILPOINT_RELEASE"] = str(release)
+    return env

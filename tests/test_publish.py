@@ -27,17 +27,18 @@ from .spark_helpers import config, failpoint, published_files, table_rows, write
 BIN = Path(sys.executable).parent
 
 
-def start(args, wh: Path, tag: str, logs: Path | None = None, remote: str | None = None, **env_extra):
-    """semid-assign in its own process group (a Spark Connect client when ``remote``); logs
-    to files (a full pipe would block it)."""
+def start(args, wh: Path, tag: str, logs: Path | None = None, remote: str | None = None, uri: bool = False,
+          cwd: Path = ROOT, **env_extra):
+    """semid-assign in its own process group (a Spark Connect client when ``remote``; the
+    warehouse as a ``file://`` URI when ``uri``); logs to files (a full pipe would block it)."""
     env = dict(os.environ, PYSPARK_PYTHON=sys.executable, **env_extra)
     env.pop("SPARK_REMOTE", None)
     if remote:
         env["SPARK_REMOTE"] = remote
     logs = logs or wh.parent
     out, err = logs / f"{tag}.out", logs / f"{tag}.err"
-    p = subprocess.Popen([str(BIN / "semid-assign"), *args, "--warehouse", str(wh)], cwd=ROOT, env=env,
-                         stdout=open(out, "w"), stderr=open(err, "w"), start_new_session=True)
+    p = subprocess.Popen([str(BIN / "semid-assign"), *args, "--warehouse", f"file://{wh}" if uri else str(wh)],
+                         cwd=cwd, env=env, stdout=open(out, "w"), stderr=open(err, "w"), start_new_session=True)
     p.err_path = err  # type: ignore[attr-defined]
     return p
 
@@ -169,18 +170,41 @@ def test_kills_at_every_step_boundary_leave_exactly_the_last_commit(connect_url,
     assert len(parts) == 1, parts  # what the killed runs and the replaced run left is gone
 
 
-def test_a_classic_driver_killed_with_its_jvm_during_the_write(tiny_checkpoint, two_inputs, tmp_path, monkeypatch):
-    """A classic run's process and JVM killed while Spark writes the run's files: a new
-    process reads the last commit through the views; DuckDB and pandas agree."""
+def test_a_classic_warehouse_at_a_file_uri_one_process_at_a_time_then_killed_during_the_write(
+        tiny_checkpoint, two_inputs, tmp_path, monkeypatch):
+    """One warehouse, as users run the console script on it (one process per run, so one
+    JVM and embedded metastore each):
+
+    - ``--warehouse file:///abs`` from a clean working directory publishes into /abs (no folder
+      named 'file:', no derby.log or metastore_db appears there);
+    - while a run holds the warehouse, a second run (the same folder as a plain path) waits,
+      bounded, then says who holds it: the embedded metastore admits one process;
+    - the holder, let go, is killed with its JVM while Spark writes the run's files: a new
+      process reads the last commit through the views, and DuckDB and pandas agree."""
     root, a, b = two_inputs
-    wh = tmp_path / "wh"
+    wh, cwd = tmp_path / "wh", tmp_path / "cwd"
+    cwd.mkdir()
     base = ["--checkpoint", str(tiny_checkpoint), "--table", "k.ids", "--set", "encode.micro_batch=64"]
-    first = start(["--input", str(a), *base], wh, "first")
+    first = start(["--input", str(a), *base], wh, "first", uri=True, cwd=cwd)
     assert first.wait(timeout=600) == 0, first.err_path.read_text()[-3000:]
-    p = start(["--input", str(b), *base], wh, "during")
-    wait_for(p, "writing 300 rows")
+    assert published_files(wh, "k.ids")["item_id"] == list(range(300))
+    assert sorted(p.name for p in cwd.iterdir()) == []  # no 'file:' folder, no derby.log, no metastore_db
+
+    release = tmp_path / "release"
+    holder = start(["--input", str(b), *base], wh, "holder", **failpoint("encoding: validating", release))
+    wait_for(holder, "failpoint: paused at encoding")
+    t = time.monotonic()
+    second = start(["--input", str(b), *base, "--set", "output.lock_wait_s=3"], wh, "second", uri=True, cwd=cwd)
+    assert second.wait(timeout=300) == 2
+    err = second.err_path.read_text().strip().splitlines()[-1]
+    assert err.startswith("semid-assign: error: warehouse ") and "is in use by another process: run " in err
+    assert f"pid {holder.pid}" in err and "waited 3 s (output.lock_wait_s)" in err
+    assert time.monotonic() - t < 120
+
+    release.touch()
+    wait_for(holder, "writing 300 rows")
     time.sleep(0.3)
-    kill(p)
+    kill(holder)
     views, files = read_views(wh, "k.ids"), read_files(wh, "k.ids", monkeypatch)
     assert [i for i, _ in views["table"]] == list(range(300))
     assert views["latest"] == views["table"] == files["duckdb"] == files["pandas"]
@@ -320,23 +344,6 @@ def test_a_second_writer_of_a_version_waits_then_fails_naming_the_holder(spark, 
     res = run_assign(spark, config(output={"lock_wait_s": 0}), tiny_blob, table="lk.ids", input_path=str(a),
                      warehouse=wh)
     assert res.rows_out == 300 and not spark.catalog.tableExists(holder.view)
-
-
-def test_two_processes_on_one_warehouse(tiny_checkpoint, two_inputs, tmp_path):
-    """The embedded metastore admits one process: the second waits (bounded), then says why."""
-    root, a, b = two_inputs
-    wh = tmp_path / "wh"
-    base = ["--checkpoint", str(tiny_checkpoint), "--table", "two.ids", "--set", "encode.micro_batch=64"]
-    first = start(["--input", str(a), *base], wh, "first", **failpoint("encoding: validating"))
-    wait_for(first, "failpoint: paused at encoding")
-    t = time.monotonic()
-    second = start(["--input", str(b), *base, "--set", "output.lock_wait_s=3"], wh, "second")
-    assert second.wait(timeout=300) == 2
-    err = second.err_path.read_text().strip().splitlines()[-1]
-    assert err.startswith("semid-assign: error: warehouse ") and "is in use by another process: run " in err
-    assert f"pid {first.pid}" in err and "waited 3 s (output.lock_wait_s)" in err
-    assert time.monotonic() - t < 120
-    kill(first)
 
 
 def test_a_full_disk_ends_the_run_with_an_error(tiny_checkpoint, two_inputs, tmp_path):
@@ -528,22 +535,14 @@ time.sleep(600)
         kill(holder)
 
 
-def test_file_uri_warehouses_work_and_odd_ones_are_refused_creating_nothing(tiny_checkpoint, two_inputs, tmp_path):
-    """As a user runs it, from a clean working directory: --warehouse file:///abs publishes
-    into /abs (no folder named 'file:' appears); a warehouse whose path has % is refused before
-    any work and creates nothing, there or in the working directory."""
+def test_a_warehouse_path_with_percent_is_refused_creating_nothing(tiny_checkpoint, two_inputs, tmp_path):
+    """A warehouse whose path has % is refused before any work and creates nothing, there or
+    in the working directory (``file://`` warehouses: the classic warehouse test above)."""
     root, a, b = two_inputs
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     env = dict(os.environ, PYSPARK_PYTHON=sys.executable)
     env.pop("SPARK_REMOTE", None)
-    wh = tmp_path / "wh"
-    ok = subprocess.run([str(BIN / "semid-assign"), "--input", str(a), "--checkpoint", str(tiny_checkpoint),
-                         "--table", "uri.ids", "--warehouse", f"file://{wh}"], capture_output=True, text=True,
-                        env=env, cwd=cwd, timeout=600)
-    assert ok.returncode == 0, ok.stderr[-3000:]
-    assert published_files(wh, "uri.ids")["item_id"] == list(range(300))
-    assert sorted(p.name for p in cwd.iterdir()) == []  # no 'file:' folder, no derby.log, no metastore_db
     odd = tmp_path / "wh_pct%41x"
     bad = subprocess.run([str(BIN / "semid-assign"), "--input", str(a), "--checkpoint", str(tiny_checkpoint),
                           "--table", "uri.ids", "--warehouse", str(odd)], capture_output=True, text=True, env=env,

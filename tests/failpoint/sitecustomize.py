@@ -1,13 +1,14 @@
 """Fault injection for the tests that kill a run at a stage boundary (tests/spark_helpers.py,
 ``failpoint``): a semid process started with ``SEMID_FAILPOINT=<start of a stage's label>`` and
 this folder on its PYTHONPATH says ``failpoint: paused at <stage>`` on stderr and pauses there
-for an hour, to be killed. semid itself has no test hook: this filter reads the stage lines it
-logs anyway."""
+for an hour, to be killed; or, with ``SEMID_FAILPOINT_RELEASE=<file>``, until that file exists, and
+then goes on. semid itself has no test hook: this filter reads the stage lines it logs anyway."""
 import logging
 import os
 import time
 
 POINT = os.environ.get("SEMID_FAILPOINT")
+RELEASE = os.environ.get("SEMID_FAILPOINT_RELEASE")
 
 
 class _Pause(logging.Filter):
@@ -15,7 +16,9 @@ class _Pause(logging.Filter):
         msg = record.getMessage()
         if POINT and msg.startswith(POINT):
             logging.getLogger(record.name).warning("failpoint: paused at %s", msg)
-            time.sleep(3600)
+            deadline = time.monotonic() + 3600
+            while time.monotonic() < deadline and not (RELEASE and os.path.exists(RELEASE)):
+                time.sleep(0.05)
         return True
 
 
