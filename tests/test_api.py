@@ -26,7 +26,7 @@ def readme_block(kind: str) -> str:
     return found[0]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once per worker: its tables live in the shared session
 def catalogue(spark, tiny_checkpoint, tmp_path_factory):
     """ckpt/ and emb/ as the README names them (two bad rows among N), and the job's table."""
     root = tmp_path_factory.mktemp("api")
@@ -198,14 +198,14 @@ def typed_inputs(spark, x, root):
     return out
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # for the session-scoped fixture that uses it
 def typed(spark, tmp_path_factory):
     root = tmp_path_factory.mktemp("typed")
     x = clustered(60, 16, seed=83)
     return x, typed_inputs(spark, x, root)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once per worker, as the inputs it reads
 def reference(spark, tiny_blob, typed):
     x, inputs = typed
     ids, _ = semantic_ids(str(inputs[0][1]), tiny_blob, config=config(), spark=spark)

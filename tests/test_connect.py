@@ -43,7 +43,7 @@ def complete_run(wh: Path, table: str) -> dict:
     return done[0]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # for the session-scoped fixture that uses it
 def small_input(tmp_path_factory):
     root = tmp_path_factory.mktemp("conn_in")
     vecs = [list(map(float, v)) for v in clustered(500, 16, seed=95)]
@@ -63,12 +63,19 @@ def assign_args(small_input: Path, checkpoint: Path, table: str) -> list[str]:
             "--set", "encode.micro_batch=64"]
 
 
-@pytest.fixture(scope="module")
-def classic_run(small_input, tiny_checkpoint, tmp_path_factory) -> Path:
-    """The console script's run on a classic session (table conn.ids): the warehouse the
-    Connect runs are compared with."""
+@pytest.fixture(scope="session")  # once per worker: its tables live in the shared session
+def classic_run(spark, tiny_blob, small_input, tmp_path_factory) -> Path:
+    """The library's run on this process's classic session (table conn.ids, the settings
+    assign_args gives the console script): the warehouse the Connect runs are compared with.
+    (The console script on a classic session publishes what the library does: the packaging
+    test's spark-submit run.)"""
+    from semid_udf.table.publish import run_assign
+
+    from .spark_helpers import config
+
     wh = tmp_path_factory.mktemp("conn_classic") / "wh"
-    job("semid-assign", [*assign_args(small_input, tiny_checkpoint, "conn.ids"), "--warehouse", str(wh)])
+    run_assign(spark, config(encode={"micro_batch": 64}), tiny_blob, table="conn.ids", input_path=str(small_input),
+               warehouse=str(wh))
     return wh
 
 

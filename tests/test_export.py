@@ -19,7 +19,7 @@ from .spark_helpers import config, published_files, write_input
 L, K = 3, 16
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once per worker: its tables live in the shared session
 def exported(spark, tiny_blob, tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
     x = clustered(500, 16, seed=101, centers=6)  # few clusters: buckets share prefixes, suffixes > 0

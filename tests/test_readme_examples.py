@@ -26,7 +26,7 @@ def statements(block: str) -> list[str]:
     return [s.strip() for s in body.split(";") if s.strip()]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once per worker: its tables live in the shared session
 def published(spark, tiny_blob, tmp_path_factory):
     root = tmp_path_factory.mktemp("readme")
     x = clustered(200, 16, seed=71)

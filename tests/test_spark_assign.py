@@ -17,7 +17,7 @@ from .spark_helpers import config, table_rows, write_input
 N = 400
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # for the session-scoped fixture that uses it
 def data(tmp_path_factory):
     x = clustered(N, 16, seed=21, centers=8)  # few clusters: collisions, so suffixes matter
     ids = list(range(5000, 5000 + N))
@@ -25,7 +25,7 @@ def data(tmp_path_factory):
     return ids, x, path
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once per worker: its tables live in the shared session
 def published(spark, tiny_blob, data, tmp_path_factory):
     ids, x, path = data
     wh = tmp_path_factory.mktemp("wh")

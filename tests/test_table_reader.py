@@ -34,7 +34,7 @@ def source_rows(n: int = 240) -> pa.Table:
                      "day": pa.array([i % 3 for i in range(n)], pa.int32())})
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once per worker: its tables live in the shared session
 def tables(spark, tmp_path_factory):
     """The same rows as a data source Parquet table, a Hive Parquet table, one partitioned by
     a column that is neither the id nor the embedding, and an ORC table."""
