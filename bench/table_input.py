@@ -130,7 +130,9 @@ def main() -> int:
         for k, (name, source) in enumerate(kinds.items()):
             r = job(data, ck, wh, f"bench.ids_{k}_{i}", None, "cpu", [], source=source)
             runs[name].append(r["items_s"])
-            detail[name].append({"items_s": round(r["items_s"]), "job_s": r["job_s"], "encode_s": r["timings"]["encode"]})
+            detail[name].append({"items_s": round(r["items_s"]), "job_s": r["job_s"], "encode_s": r["timings"]["encode"],
+                                 "cpu_s_by_process": r["cpu_s_by_process"],
+                                 "jvm_cpu_s_by_thread": dict(list(r["jvm_cpu_s_by_thread"].items())[:6])})
             log.info("%s run %d: %.1f s, %.0f items/s", name, i + 1, r["job_s"], r["items_s"])
     med = {k: statistics.median(v) for k, v in runs.items()}
     res = {"tag": tag, "n": args.n, "dim": args.dim, "items_s_median": {k: round(v) for k, v in med.items()},
