@@ -43,11 +43,10 @@ def published_ids(wh: Path, table: str, model_version: str) -> dict[int, tuple[i
     return out
 
 
-def run(cmd, cwd: Path, pythonpath: str | None = str(EXAMPLE), timeout: int = 600) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYSPARK_PYTHON=sys.executable, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
-    env.pop("PYTHONPATH", None)
-    if pythonpath:
-        env["PYTHONPATH"] = pythonpath
+def run(cmd, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    """A console script with the example's folder (and nothing else) on PYTHONPATH, as its README runs them."""
+    env = dict(os.environ, PYSPARK_PYTHON=sys.executable, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+               PYTHONPATH=str(EXAMPLE))
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -117,7 +116,7 @@ def test_the_batch_dependent_variant_is_refused_with_one_line(imported):
     assert not (work / "refused").exists()
 
 
-def test_an_executor_that_cannot_import_the_factory_says_how_to_ship_it(imported, spark, tmp_path, monkeypatch):
+def test_an_executor_that_cannot_import_the_factory_says_how_to_ship_it(imported, spark, monkeypatch):
     """The driver imports the module (it probes the model) but the executors cannot: this
     process has the example's folder on its path, the shared session's Python workers do not.
     The line checked is the one the console scripts print after "semid-assign: error: "."""
