@@ -177,8 +177,9 @@ def test_a_classic_warehouse_at_a_file_uri_one_process_at_a_time_then_killed_dur
 
     - ``--warehouse file:///abs`` from a clean working directory publishes into /abs (no folder
       named 'file:', no derby.log or metastore_db appears there);
-    - while a run holds the warehouse, a second run (the same folder as a plain path) waits,
-      bounded, then says who holds it: the embedded metastore admits one process;
+    - while a run holds the warehouse (given as a plain path), a second run (the file:// URI of
+      the same folder) waits, bounded, then says who holds it: the embedded metastore admits one
+      process;
     - the holder, let go, is killed with its JVM while Spark writes the run's files: a new
       process reads the last commit through the views, and DuckDB and pandas agree."""
     root, a, b = two_inputs
@@ -192,19 +193,22 @@ def test_a_classic_warehouse_at_a_file_uri_one_process_at_a_time_then_killed_dur
 
     release = tmp_path / "release"
     holder = start(["--input", str(b), *base], wh, "holder", **failpoint("encoding: validating", release))
-    wait_for(holder, "failpoint: paused at encoding")
-    t = time.monotonic()
-    second = start(["--input", str(b), *base, "--set", "output.lock_wait_s=3"], wh, "second", uri=True, cwd=cwd)
-    assert second.wait(timeout=300) == 2
-    err = second.err_path.read_text().strip().splitlines()[-1]
-    assert err.startswith("semid-assign: error: warehouse ") and "is in use by another process: run " in err
-    assert f"pid {holder.pid}" in err and "waited 3 s (output.lock_wait_s)" in err
-    assert time.monotonic() - t < 120
+    try:
+        wait_for(holder, "failpoint: paused at encoding")
+        t = time.monotonic()
+        second = start(["--input", str(b), *base, "--set", "output.lock_wait_s=3"], wh, "second", uri=True, cwd=cwd)
+        assert second.wait(timeout=300) == 2
+        err = second.err_path.read_text().strip().splitlines()[-1]
+        assert err.startswith("semid-assign: error: warehouse ") and "is in use by another process: run " in err
+        assert f"pid {holder.pid}" in err and "waited 3 s (output.lock_wait_s)" in err
+        assert time.monotonic() - t < 120
 
-    release.touch()
-    wait_for(holder, "writing 300 rows")
-    time.sleep(0.3)
-    kill(holder)
+        release.touch()
+        wait_for(holder, "writing 300 rows")
+        time.sleep(0.3)
+    finally:
+        if holder.poll() is None:  # during its write; or, when a check above failed, not left paused for an hour
+            kill(holder)
     views, files = read_views(wh, "k.ids"), read_files(wh, "k.ids", monkeypatch)
     assert [i for i, _ in views["table"]] == list(range(300))
     assert views["latest"] == views["table"] == files["duckdb"] == files["pandas"]
